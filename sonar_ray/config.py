@@ -1,0 +1,135 @@
+"""Typed dataclass configs with strict overrides from the command line and from files.
+
+Every job declares one flat dataclass; `parse_cli(Config)` turns each field into a
+`--field-name` flag of the field's type, and `--config FILE` (JSON or YAML) loads a base.
+Unknown keys and wrong types are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """Optional[X] / X | None -> (X, True)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Check (and gently convert, e.g. int -> float) a value loaded from a file."""
+    inner, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"config key {name!r} may not be null")
+    origin = typing.get_origin(inner)
+    if origin in (list, tuple):
+        (item_tp, *_) = typing.get_args(inner) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"config key {name!r} expects a list, got {value!r}")
+        items = [_coerce(name, item_tp, v) for v in value]
+        return list(items) if origin is list else tuple(items)
+    if inner is Any:
+        return value
+    if inner is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if inner is bool and not isinstance(value, bool):
+        raise TypeError(f"config key {name!r} expects true/false, got {value!r}")
+    if not isinstance(value, inner) or (inner is int and isinstance(value, bool)):
+        raise TypeError(f"config key {name!r} expects {inner.__name__}, got {value!r}")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, base: T | None = None) -> T:
+    """Build `cls` from a dict, rejecting unknown keys and wrong types."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}; known: {sorted(names)}")
+    values = dataclasses.asdict(base) if base is not None else {}
+    values.update({k: _coerce(k, hints[k], v) for k, v in data.items()})
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """JSON or YAML file (local path or URI) -> dict."""
+    from sonar_ray import storage
+
+    text = storage.read_bytes(str(path)).decode()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _flag_type(tp: Any):
+    if tp is bool:
+        return None
+    return tp
+
+
+def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description or cls.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", help="JSON/YAML file with a base config (CLI flags override it)")
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, optional = _unwrap_optional(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        help_text = f.metadata.get("help", "")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default!r})"}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) in (list, tuple):
+            (item_tp, *_) = typing.get_args(tp) or (str,)
+            kwargs.update(nargs="*", type=item_tp)
+        else:
+            kwargs["type"] = tp
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    """Parse `argv` into `cls`: defaults < --config file < explicit flags."""
+    parser = build_parser(cls, description)
+    args = vars(parser.parse_args(argv))
+    file_path = args.pop("config", None)
+    base = from_dict(cls, load_file(file_path)) if file_path else cls()
+    return from_dict(cls, args, base=base)
+
+
+def save(cfg: Any, path: str | Path) -> None:
+    from sonar_ray import storage
+
+    storage.write_bytes_atomic(str(path), json.dumps(to_dict(cfg), indent=2, sort_keys=True).encode())

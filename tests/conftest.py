@@ -1,0 +1,133 @@
+"""Shared test infrastructure: real servers on loopback, a real local Ray, the BEATs fixtures.
+
+Every server started here listens on 127.0.0.1 only and is stopped when its fixture ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Before anything imports ray / wandb.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("SONAR_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not (FIXTURES / "expected.pt").exists():
+        pytest.skip(f"BEATs reference fixtures not found at {FIXTURES} (set SONAR_FIXTURES)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto) on 127.0.0.1; yields its endpoint URL.
+
+    Sets the standard AWS_* variables for the whole session so that boto3, s3fs, pyarrow
+    and Ray Data (workers inherit the driver's environment) all reach it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh, empty bucket named after the test; yields 's3://<bucket>'."""
+    import boto3
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    boto3.client("s3").create_bucket(Bucket=name)
+    yield f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded local Ray cluster shared by the tests that need it."""
+    import ray
+
+    from sonar_ray.cluster import init_ray
+
+    init_ray()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A real head node (`ray start --head --block`) on 127.0.0.1 with the Jobs API.
+
+    Stopped by PID (never a machine-wide `ray stop`), and the stale-cluster file it leaves
+    is removed so later `ray.init()` calls don't try to reach it.
+    """
+    port, dash = free_port(), free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+         "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}" if len(str(tmp_path)) < 60 else "--temp-dir=/tmp/ray-test"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.time() + 90
+        while True:
+            try:
+                JobSubmissionClient(url).list_jobs()
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("ray head node did not come up")
+                time.sleep(1)
+        yield {"gcs_address": f"127.0.0.1:{port}", "dashboard_url": url}
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        stale = Path("/tmp/ray/ray_current_cluster")
+        if stale.exists() and str(port) in stale.read_text():
+            stale.unlink()
