@@ -131,3 +131,6 @@ def ray_head(tmp_path):
         stale = Path("/tmp/ray/ray_current_cluster")
         if stale.exists() and str(port) in stale.read_text():
             stale.unlink()
+
+
+from fixtures_corpus import tiny_corpus, tiny_corpus_s3  # noqa: E402,F401  (shared corpus fixtures)

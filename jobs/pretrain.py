@@ -1,0 +1,35 @@
+"""Pre-train a BEATs base model on prior (general) audio: iteration 1 with a random-projection
+tokenizer, a tokenizer trained from that model, iteration 2 with it.
+
+    python jobs/pretrain.py                                   # demo corpus -> outputs/base
+    python jobs/pretrain.py --data s3://bucket/prior/ --output s3://bucket/models/base --preset base --use-gpu
+    python jobs/pretrain.py --init BEATs_iter3.pt ...         # start from an official checkpoint
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from sonar_ray.config import parse_cli
+from sonar_ray.train.inputs import demo_corpus
+from sonar_ray.train.pretrain import PretrainConfig, pretrain
+
+
+def main(argv: list[str] | None = None) -> dict:
+    t0 = time.time()
+    cfg = parse_cli(PretrainConfig, argv, description=__doc__)
+    if cfg.data is None:
+        cfg.data = demo_corpus()
+    files = pretrain(cfg)
+    print(f"\n== pre-training done in {time.time() - t0:.0f}s; base model files:")
+    for name, uri in files.items():
+        print(f"  {name:14s} {uri}")
+    return files
+
+
+if __name__ == "__main__":
+    main()

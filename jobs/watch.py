@@ -1,0 +1,25 @@
+"""Watch a bucket for new audio per domain and adapt each domain's current model on it.
+
+    python jobs/watch.py --incoming s3://bucket/incoming/ --registry s3://bucket/registry/ \
+        --base s3://bucket/models/prior/model.pt [--interval 300] [--once [--wait]] \
+        [--min-new-clips N] [--min-new-hours H] [--ray-address http://HEAD:8265 | --inline]
+
+Prints one JSON report per poll. See docs/scheduled_adaptation.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sonar_ray.config import parse_cli
+from sonar_ray.pipelines.watch import WatchConfig, Watcher
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_cli(WatchConfig, argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    Watcher(cfg).run()
+
+
+if __name__ == "__main__":
+    main()

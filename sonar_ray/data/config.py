@@ -1,0 +1,35 @@
+"""DataConfig: where the new and prior audio come from and how batches are composed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+POLICIES = ("uniform", "relevance")
+
+
+@dataclass
+class DataConfig:
+    new_uri: str = field(default="", metadata={"help": "new-domain source: manifest, corpus root, or audio folder/prefix"})
+    new_domain: str | None = field(default=None, metadata={"help": "keep only this domain (or assign it to a folder)"})
+    prior_uri: str = field(default="", metadata={"help": "prior (replay) source, same forms as new_uri"})
+    prior_domain: str | None = field(default="prior", metadata={"help": "domain of the prior rows"})
+    replay_ratio: float = field(default=0.5, metadata={"help": "prior share of every batch (exact per batch)"})
+    batch_size: int = field(default=32, metadata={"help": "clips per training batch (global, before sharding)"})
+    num_batches: int = field(default=1000, metadata={"help": "length of the stream, in batches"})
+    clip_seconds: float = field(default=10.0, metadata={"help": "crop / pad every clip to this length (BEATs: 10 s)"})
+    min_seconds: float = field(default=0.1, metadata={"help": "shorter files are skipped as too_short"})
+    policy: str = field(default="relevance", metadata={"help": "prior sampling across strata", "choices": POLICIES})
+    num_strata: int = field(default=8, metadata={"help": "k-means strata of the prior set (when no stratum column)"})
+    temperature: float = field(default=0.1, metadata={"help": "softmax temperature of stratum relevance"})
+    min_share: float = field(default=0.02, metadata={"help": "lowest replay share any stratum gets"})
+    model_uri: str | None = field(default=None, metadata={"help": "starting BEATs checkpoint for embeddings (else fbank means)"})
+    cache_uri: str | None = field(default=None, metadata={"help": "inspection cache folder (default: <source>/.sonar_cache)"})
+    read_retries: int = field(default=3, metadata={"help": "retries of a failing read before a file is skipped"})
+    num_readers: int = field(default=2, metadata={"help": "parallel actors of the inspection pass"})
+    seed: int = field(default=0, metadata={"help": "seeds permutations, strata and crops"})
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if not 0.0 <= self.replay_ratio <= 1.0:
+            raise ValueError(f"replay_ratio must lie in [0, 1], got {self.replay_ratio}")

@@ -1,0 +1,134 @@
+"""The one Ray Data pass over a manifest: decode each file once, record validity and duration, and
+(when asked) a mean-pooled clip embedding; cached as Parquet beside the data and reused.
+
+Embeddings come from the starting BEATs model when one is given (`extract_features`, mean over
+unpadded patches), else from mean log-mel fbank: a model-free stand-in that still separates
+spectrally different strata.
+
+Why not `ray.data.read_audio`: one unreadable file fails its read task, and it neither resamples
+nor reports per-file reasons; here every file yields a row, good or bad.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from sonar_ray import storage
+from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
+from sonar_ray.data.fetch import fetch_bytes
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+FBANK_SCALE = 2 ** 15  # BEATs feeds int16-range audio to Kaldi fbank
+
+
+def clip_features(waves: np.ndarray, lengths: np.ndarray):
+    """(B, N) clips with `lengths` real samples -> raw Kaldi fbank (B, T, 128) and frame padding mask (B, T).
+
+    A frame counts as padding when less than half of it is real audio (25 ms window, 10 ms shift).
+    """
+    import torch
+
+    from sonar_ray.audio.fbank import kaldi_fbank
+
+    fbank = kaldi_fbank(torch.from_numpy(waves) * FBANK_SCALE, sample_frequency=SAMPLE_RATE)  # (B, T, 128)
+    frames = torch.arange(fbank.shape[1])
+    half_window, shift = SAMPLE_RATE * 25 // 2000, SAMPLE_RATE * 10 // 1000
+    mask = frames[None, :] * shift + half_window > torch.from_numpy(lengths)[:, None]  # (B, T)
+    return fbank, mask
+
+
+class ClipInspector:
+    """Ray Data callable (one instance per actor, so the model loads once)."""
+
+    def __init__(self, clip_seconds: float, min_seconds: float, embed: bool, model_uri: str | None):
+        self.clip_samples = int(round(clip_seconds * SAMPLE_RATE))
+        self.min_seconds, self.embed = min_seconds, embed
+        self.model = None
+        if embed and model_uri:
+            from sonar_ray.models.beats import load_checkpoint
+
+            self.model = load_checkpoint(model_uri).eval()
+        if embed:  # a fixed width lets batches without any good clip still emit a NaN block
+            self.dim = self._embed(np.zeros((1, self.clip_samples), np.float32), np.array([self.clip_samples])).shape[1]
+
+    def _embed(self, waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            if self.model is None:
+                fbank, mask = clip_features(waves, lengths)  # (B, T, 128), (B, T)
+                keep = (~mask).unsqueeze(-1).float()
+                return ((fbank * keep).sum(1) / keep.sum(1).clamp(min=1)).numpy()  # (B, 128)
+            sample_mask = torch.arange(waves.shape[1])[None, :] >= torch.from_numpy(lengths)[:, None]
+            x, pmask = self.model.extract_features(torch.from_numpy(waves), padding_mask=sample_mask)  # (B, P, D)
+            keep = torch.ones(x.shape[:2]) if pmask is None else (~pmask).float()
+            return ((x * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)).numpy()  # (B, D)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["uri"])
+        reason, duration = np.full(n, "", dtype=object), np.full(n, np.nan)
+        rate, channels = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        clips, lengths, good = [], [], []
+        for i, uri in enumerate(batch["uri"]):
+            try:
+                d = decode(fetch_bytes(str(uri)), min_seconds=self.min_seconds)
+            except BadAudio as e:
+                reason[i] = e.reason
+                continue
+            duration[i], rate[i], channels[i] = d.duration, d.source_rate, d.channels
+            if self.embed:
+                clip, length = fit_length(d.wave, self.clip_samples)
+                clips.append(clip)
+                lengths.append(length)
+            good.append(i)
+        out = {"uri": batch["uri"], "reason": reason, "duration": duration, "sample_rate": rate, "channels": channels}
+        if self.embed:
+            out["embedding"] = np.full((n, self.dim), np.nan, dtype=np.float32)
+            if good:
+                out["embedding"][good] = self._embed(np.stack(clips), np.asarray(lengths, dtype=np.int64))
+        return out
+
+
+def _cache_key(df: pd.DataFrame, clip_seconds: float, min_seconds: float, embed: bool, model_uri: str | None) -> str:
+    model = None
+    if embed and model_uri:
+        fs, path = storage.filesystem(model_uri)
+        model = [model_uri, fs.info(path).get("size")]
+    identity = {"v": CACHE_VERSION, "files": df["uri"].tolist(), "sizes": df["size"].tolist() if "size" in df else None,
+                "clip": clip_seconds, "min": min_seconds, "embed": embed, "model": model}
+    return hashlib.sha1(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+
+
+def inspect_files(df: pd.DataFrame, cache_dir: str, *, clip_seconds: float, min_seconds: float,
+                  embed: bool = False, model_uri: str | None = None, concurrency: int = 2) -> pd.DataFrame:
+    """`df` (with `uri`) + columns reason ('' = good), duration, sample_rate, channels[, embedding].
+
+    Cached at `<cache_dir>/inspect-<key>.parquet`, keyed by the file list, clip settings and model.
+    """
+    import ray
+
+    key = _cache_key(df, clip_seconds, min_seconds, embed, model_uri)
+    cache_uri = storage.join(cache_dir, f"inspect-{key}.parquet")
+    if storage.exists(cache_uri):
+        found = pd.read_parquet(io.BytesIO(storage.read_bytes(cache_uri)))
+    else:
+        ds = ray.data.from_items([{"uri": u} for u in df["uri"]])
+        ds = ds.map_batches(ClipInspector, batch_size=16, concurrency=concurrency, fn_constructor_kwargs=dict(
+            clip_seconds=clip_seconds, min_seconds=min_seconds, embed=embed, model_uri=model_uri))
+        found = ds.to_pandas()
+        buf = io.BytesIO()
+        found.to_parquet(buf, index=False)
+        try:
+            storage.write_bytes_atomic(cache_uri, buf.getvalue())
+        except OSError as e:  # a read-only data location must not stop the run
+            log.warning("could not cache the inspection at %s: %s", cache_uri, e)
+    found = found.drop_duplicates("uri").set_index("uri")
+    out = df.drop(columns=[c for c in found.columns if c in df.columns and c != "uri"])
+    return out.join(found, on="uri")

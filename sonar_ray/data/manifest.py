@@ -1,0 +1,92 @@
+"""Manifests: which audio files a dataset holds, as one typed table.
+
+A source is a manifest file (JSONL, CSV or Parquet with at least `path`), a corpus root holding
+`manifests/train.jsonl`, or a folder / bucket prefix of audio files (domain from the user or from
+the layout `<root>/<domain>/...`). Every source becomes a DataFrame with an absolute `uri` column
+next to the optional `domain`, `task`, `label`, `split`, `duration`, `stratum` columns.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+
+import pandas as pd
+
+from sonar_ray import storage
+
+MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
+OPTIONAL_COLUMNS = ("domain", "task", "label", "split", "duration", "stratum")
+TRAIN_MANIFEST = "manifests/train.jsonl"
+PROBE_MANIFEST = "manifests/probes.jsonl"
+
+
+def _parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0] if storage.is_remote(uri) else posixpath.dirname(uri.rstrip("/"))
+
+
+def _resolve(root: str, path: str) -> str:
+    if "://" in path or path.startswith("/"):
+        return path
+    return storage.join(root, path)
+
+
+def manifest_root(manifest_uri: str) -> str:
+    """Relative paths are relative to the corpus root: the folder above `manifests/`, else the manifest's folder."""
+    folder = _parent(manifest_uri)
+    return _parent(folder) if folder.rstrip("/").endswith("/manifests") or folder == "manifests" else folder
+
+
+def read_manifest(uri: str, root: str | None = None) -> pd.DataFrame:
+    storage.require_exists(uri, "manifest")
+    data = storage.read_bytes(uri)
+    if uri.endswith(".jsonl"):
+        df = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+    elif uri.endswith(".csv"):
+        df = pd.read_csv(io.BytesIO(data), dtype={"path": str, "label": str, "split": str, "domain": str})
+    elif uri.endswith(".parquet"):
+        df = pd.read_parquet(io.BytesIO(data))
+    else:
+        raise ValueError(f"{uri}: a manifest must end in one of {MANIFEST_SUFFIXES}")
+    if "path" not in df.columns:
+        raise ValueError(f"manifest {uri} has no 'path' column (columns: {list(df.columns)})")
+    root = root or manifest_root(uri)
+    df["uri"] = [_resolve(root, str(p)) for p in df["path"]]
+    return df
+
+
+def list_audio(uri: str, domain: str | None = None) -> pd.DataFrame:
+    """Audio files under a folder/prefix; domain = `domain` or the first path component below `uri`."""
+    storage.require_exists(uri, "audio folder")
+    fs, base = storage.filesystem(uri)
+    found = fs.find(base, detail=True)
+    files = sorted(p for p in found if p.lower().endswith(AUDIO_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {uri!r}")
+    rel = [posixpath.relpath(p, base) for p in files]
+    prefix = uri.split("://", 1)[0] + "://" if storage.is_remote(uri) else ""
+    df = pd.DataFrame({"path": rel, "uri": [prefix + p for p in files], "size": [found[p]["size"] for p in files]})
+    df["domain"] = domain if domain else [r.split("/", 1)[0] if "/" in r else "default" for r in rel]
+    return df
+
+
+def load_source(uri: str, domain: str | None = None, split: str | None = None) -> pd.DataFrame:
+    """Any source -> manifest table, filtered to `domain` / `split` when those columns exist."""
+    uri = str(uri).rstrip("/")
+    if uri.endswith(MANIFEST_SUFFIXES):
+        df = read_manifest(uri)
+    elif storage.exists(storage.join(uri, TRAIN_MANIFEST)):
+        df = read_manifest(storage.join(uri, TRAIN_MANIFEST))
+    else:
+        return list_audio(uri, domain).reset_index(drop=True)
+    if domain is not None:
+        if "domain" in df.columns:
+            df = df[df["domain"] == domain]
+        else:
+            df["domain"] = domain
+    if split is not None and "split" in df.columns:
+        df = df[df["split"] == split]
+    if df.empty:
+        raise ValueError(f"source {uri!r} has no rows for domain={domain!r} split={split!r}")
+    return df.reset_index(drop=True)

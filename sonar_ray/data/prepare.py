@@ -1,0 +1,63 @@
+"""Once per run: load both sources, inspect every file (cached), split good from bad, and give the
+prior clips strata and replay shares per the policy."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sonar_ray import storage
+from sonar_ray.data.config import DataConfig
+from sonar_ray.data.inspect import inspect_files
+from sonar_ray.data.manifest import MANIFEST_SUFFIXES, load_source
+from sonar_ray.data.strata import kmeans, relevance_shares
+
+CACHE_FOLDER = ".sonar_cache"
+
+
+@dataclass
+class PreparedData:
+    new: pd.DataFrame      # good new-domain clips: uri, duration, ...
+    prior: pd.DataFrame    # good prior clips: uri, duration, stratum (0..S-1), ...
+    shares: np.ndarray     # (S,) replay share per stratum, sums to 1
+    bad: pd.DataFrame      # skipped files: uri, reason
+
+
+def cache_dir_for(source_uri: str) -> str:
+    """Beside the data: the manifest's folder, or the audio folder itself."""
+    uri = str(source_uri).rstrip("/")
+    if uri.endswith(MANIFEST_SUFFIXES):
+        uri = uri.rsplit("/", 1)[0] if storage.is_remote(uri) else posixpath.dirname(uri)
+    return storage.join(uri, CACHE_FOLDER)
+
+
+def _inspect(cfg: DataConfig, uri: str, domain: str | None, embed: bool) -> pd.DataFrame:
+    df = load_source(uri, domain)
+    return inspect_files(df, cfg.cache_uri or cache_dir_for(uri), clip_seconds=cfg.clip_seconds,
+                         min_seconds=cfg.min_seconds, embed=embed, model_uri=cfg.model_uri,
+                         concurrency=cfg.num_readers)
+
+
+def prepare_data(cfg: DataConfig) -> PreparedData:
+    relevance = cfg.policy == "relevance"
+    new = _inspect(cfg, cfg.new_uri, cfg.new_domain, embed=relevance)
+    prior = _inspect(cfg, cfg.prior_uri, cfg.prior_domain, embed=relevance)
+    bad = pd.concat([new, prior])
+    bad = bad[bad["reason"] != ""][["uri", "reason"]].reset_index(drop=True)
+    new = new[new["reason"] == ""].reset_index(drop=True)
+    prior = prior[prior["reason"] == ""].reset_index(drop=True)
+    if new.empty or prior.empty:
+        raise ValueError(f"no usable clips left (new: {len(new)}, prior: {len(prior)}); see the bad-input report")
+    if not relevance:
+        prior["stratum"] = 0
+        return PreparedData(new, prior, np.ones(1), bad)
+    prior_emb, new_emb = np.stack(prior["embedding"]), np.stack(new["embedding"])
+    if "stratum" in prior.columns:
+        prior["stratum"] = pd.factorize(prior["stratum"], sort=True)[0]
+    else:
+        prior["stratum"] = kmeans(prior_emb, cfg.num_strata, cfg.seed)
+    shares = relevance_shares(prior_emb, prior["stratum"].to_numpy(), new_emb, cfg.temperature, cfg.min_share)
+    return PreparedData(new, prior, shares, bad)

@@ -1,0 +1,107 @@
+"""The joint sampler: which clips make up each training batch.
+
+Every batch holds exactly `round(replay_ratio * batch_size)` prior clips. New clips are taken in
+seeded per-epoch permutations; prior slots go to strata by smooth weighted round robin, so after any
+number of batches each stratum's count is within one slot of `share * prior slots`, and inside a
+stratum clips are again taken in seeded per-epoch permutations. Randomness is derived from
+(seed, pool, epoch) and (seed, batch index), never from global state, so the whole state is a few
+counters: `state_dict()` / `load_state_dict()` resume the stream exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_NEW, _PRIOR, _BATCH = 0, 1, 2  # RNG stream ids
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    index: int
+    uris: list[str]
+    starts: list[float]   # crop start per clip, seconds
+    is_prior: list[bool]
+
+
+class _Cycle:
+    """Endless walk over a pool in a fresh seeded permutation per epoch."""
+
+    def __init__(self, size: int, seed_key: tuple[int, ...]):
+        self.size, self.seed_key = size, seed_key
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([*self.seed_key, self.epoch]).permutation(self.size)
+
+    def take(self) -> int:
+        if self.pos == self.size:
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        self.pos += 1
+        return int(self._perm[self.pos - 1])
+
+    def state(self) -> list[int]:
+        return [self.epoch, self.pos]
+
+    def restore(self, state: list[int]) -> None:
+        self.epoch, self.pos = state
+        self._perm = self._permutation()
+
+
+class JointSampler:
+    def __init__(self, new_uris: list[str], new_durations: np.ndarray, prior_uris: list[str],
+                 prior_durations: np.ndarray, prior_strata: np.ndarray, shares: np.ndarray, *,
+                 batch_size: int, replay_ratio: float, clip_seconds: float, seed: int):
+        self.num_prior = int(round(replay_ratio * batch_size))
+        if (self.num_prior and not prior_uris) or (self.num_prior < batch_size and not new_uris):
+            raise ValueError(f"replay_ratio={replay_ratio} needs clips in both pools "
+                             f"(new: {len(new_uris)}, prior: {len(prior_uris)})")
+        self.batch_size, self.clip_seconds, self.seed = batch_size, clip_seconds, seed
+        self.uris = {False: list(new_uris), True: list(prior_uris)}
+        self.durations = {False: np.asarray(new_durations, float), True: np.asarray(prior_durations, float)}
+        self.shares = np.asarray(shares, dtype=np.float64)
+        strata = np.asarray(prior_strata)
+        self.members = [np.flatnonzero(strata == s) for s in range(len(self.shares))]
+        if any(len(m) == 0 for m in self.members):
+            raise ValueError("every stratum with a share needs at least one clip")
+        self.new_cycle = _Cycle(len(new_uris), (seed, _NEW))
+        self.stratum_cycles = [_Cycle(len(m), (seed, _PRIOR, s)) for s, m in enumerate(self.members)]
+        self.credit = np.zeros(len(self.shares))
+        self.batch = 0
+
+    def _next_stratum(self) -> int:
+        self.credit += self.shares
+        s = int(np.argmax(self.credit))
+        self.credit[s] -= 1.0
+        return s
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> BatchPlan:
+        rng = np.random.default_rng([self.seed, _BATCH, self.batch])
+        picks = [(True, int(self.members[s][self.stratum_cycles[s].take()]))
+                 for s in (self._next_stratum() for _ in range(self.num_prior))]
+        picks += [(False, self.new_cycle.take()) for _ in range(self.batch_size - self.num_prior)]
+        picks = [picks[i] for i in rng.permutation(len(picks))]
+        slack = np.array([max(0.0, self.durations[p][i] - self.clip_seconds) for p, i in picks])
+        starts = np.round(rng.random(len(picks)) * slack, 3)
+        plan = BatchPlan(self.batch, [self.uris[p][i] for p, i in picks], starts.tolist(), [p for p, _ in picks])
+        self.batch += 1
+        return plan
+
+    def state_dict(self) -> dict:
+        return {"batch": self.batch, "new": self.new_cycle.state(), "strata": [c.state() for c in self.stratum_cycles],
+                "credit": self.credit.tolist(), "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed or len(state["strata"]) != len(self.stratum_cycles):
+            raise ValueError("sampler state was saved for a different seed or strata")
+        self.batch = state["batch"]
+        self.new_cycle.restore(state["new"])
+        for cycle, s in zip(self.stratum_cycles, state["strata"]):
+            cycle.restore(s)
+        self.credit = np.asarray(state["credit"], dtype=np.float64)

@@ -1,0 +1,91 @@
+"""The Ray Dataset of training batches: one row per whole batch.
+
+The sampler plans every batch on the driver; the transform decodes, resamples, crops and computes
+fbank in `map_batches` on CPU. A row is a whole batch so that `streaming_split(n)` can only ever
+hand out complete batches: the per-batch replay ratio stays exact on every worker. (Ray's
+`Dataset.mix` interleaves per block, not per row, so it cannot keep a per-batch ratio.)
+Resuming: the rows of batches [k, num_batches) are those of the uninterrupted stream from batch k.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+
+from sonar_ray.data.config import DataConfig
+from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
+from sonar_ray.data.fetch import fetch_bytes
+from sonar_ray.data.inspect import clip_features
+from sonar_ray.data.prepare import PreparedData, prepare_data
+from sonar_ray.data.sampler import JointSampler
+
+log = logging.getLogger(__name__)
+
+
+def make_sampler(cfg: DataConfig, prepared: PreparedData) -> JointSampler:
+    return JointSampler(prepared.new["uri"].tolist(), prepared.new["duration"].to_numpy(),
+                        prepared.prior["uri"].tolist(), prepared.prior["duration"].to_numpy(),
+                        prepared.prior["stratum"].to_numpy(), prepared.shares, batch_size=cfg.batch_size,
+                        replay_ratio=cfg.replay_ratio, clip_seconds=cfg.clip_seconds, seed=cfg.seed)
+
+
+def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) -> dict[str, np.ndarray]:
+    """One planned batch (a 1-row Ray batch) -> fbank (1, B, T, 128), padding_mask (1, B, T), is_prior (1, B).
+
+    A clip that passed inspection but fails now (e.g. a flaky read) is replaced by a clip of the same
+    kind (new / prior) from this batch, so the ratio holds; `replaced` counts them.
+    """
+    uris, starts, is_prior = row["uris"][0], row["starts"][0], np.asarray(row["is_prior"][0], dtype=bool)
+    num = int(round(clip_seconds * SAMPLE_RATE))
+    waves, lengths = np.zeros((len(uris), num), np.float32), np.zeros(len(uris), np.int64)
+    ok = np.zeros(len(uris), dtype=bool)
+    for i, (uri, start) in enumerate(zip(uris, starts)):
+        try:
+            wave = decode(fetch_bytes(str(uri), retries), start=float(start), seconds=clip_seconds).wave
+        except BadAudio as e:
+            log.warning("replacing %s in batch %d: %s", uri, int(row["batch_index"][0]), e)
+            continue
+        waves[i], lengths[i] = fit_length(wave, num)
+        ok[i] = True
+    for i in np.flatnonzero(~ok):
+        donors = np.flatnonzero(ok & (is_prior == is_prior[i]))
+        if not len(donors):
+            raise RuntimeError(f"batch {int(row['batch_index'][0])}: no readable {'prior' if is_prior[i] else 'new'} clip")
+        waves[i], lengths[i] = waves[donors[0]], lengths[donors[0]]
+    fbank, mask = clip_features(waves, lengths)  # (B, T, 128), (B, T)
+    return {"batch_index": row["batch_index"], "fbank": fbank.numpy()[None], "padding_mask": mask.numpy()[None],
+            "is_prior": is_prior[None], "replaced": np.array([int((~ok).sum())])}
+
+
+def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: PreparedData | None = None):
+    """Batches [start_batch, cfg.num_batches) of the joint stream as a Ray Dataset (one row per batch).
+
+    Pass `prepared` (from `prepare_data(cfg)`) to reuse an inspection the caller already ran, e.g.
+    to write its bad-input report.
+    """
+    import ray
+
+    prepared = prepared or prepare_data(cfg)
+    sampler = make_sampler(cfg, prepared)
+    plans = [next(sampler) for _ in range(cfg.num_batches)][start_batch:]
+    items = [{"batch_index": p.index, "uris": p.uris, "starts": p.starts, "is_prior": p.is_prior} for p in plans]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds.context.execution_options.preserve_order = True  # a single reader sees batches in index order
+    return ds.map_batches(load_batch, batch_size=1, fn_kwargs={"clip_seconds": cfg.clip_seconds,
+                                                               "retries": cfg.read_retries})
+
+
+def iter_train_batches(shard, prefetch_batches: int = 2) -> Iterator[dict]:
+    """Training-worker side: a dataset shard (`ray.train.get_dataset_shard`) -> dicts of torch tensors.
+
+    `fbank` float32 (B, T, 128), `padding_mask` bool (B, T), `is_prior` bool (B,), `batch_index` int.
+    """
+    import torch
+
+    for row in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=prefetch_batches):
+        yield {"fbank": torch.from_numpy(np.ascontiguousarray(row["fbank"][0], dtype=np.float32)),
+               "padding_mask": torch.from_numpy(np.asarray(row["padding_mask"][0], dtype=bool)),
+               "is_prior": torch.from_numpy(np.asarray(row["is_prior"][0], dtype=bool)),
+               "batch_index": int(row["batch_index"][0])}

@@ -1,0 +1,178 @@
+"""Frozen-encoder embeddings: mean-pooled over the valid (unpadded) patches of each clip.
+
+Valid patches come from each clip's real time extent, not from the mask `BEATs.extract_features`
+returns. That mask follows an official quirk (shared/fixtures/README.md, "Return conventions"): it
+groups consecutive *patch indices* although patches are time-block-major (index = time_block *
+freq_blocks + freq_block), so it marks some real patches padded and some padded ones real. Here a
+clip of n real samples has T = 1 + (n - 400) // 160 fbank frames, and a time block (16 frames, all
+its frequency blocks) is valid when all its frames are real: blocks 0 .. T // 16 - 1, exactly the
+patches the clip would have on its own. We run preprocess -> embed -> encode with that mask, so it
+also drives attention (padded keys excluded) and the zeroing before the positional convolution:
+a clip's embedding does not depend on what it was batched with (up to float rounding).
+
+Two paths, one callable: `ClipEmbedder` (decode + embed a batch of clip URIs) runs in-process for
+small sets (`embed_clips(..., use_ray=False)`) and as a Ray Data `map_batches` actor pool for large
+ones (`use_ray=True`); both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode
+from sonar_ray.data.fetch import fetch_bytes
+
+FRAME_LENGTH, FRAME_SHIFT = 400, 160  # samples (25 ms / 10 ms at 16 kHz), Kaldi fbank with snip_edges
+NUM_MEL_BINS = 128
+
+
+@dataclass
+class EmbeddingSpec:
+    layer: str = "last"  # "last", "average" (mean over every layer's output) or a layer index ("0", "-2", ...)
+    max_seconds: float = 10.0  # clips are cropped to their first max_seconds
+    batch_size: int = 16  # clips per forward pass (no effect on the numbers)
+
+    def cache_fields(self) -> dict:
+        """What the numbers depend on (batch_size does not)."""
+        return {"layer": self.layer, "max_seconds": self.max_seconds}
+
+
+def min_samples(patch_frames: int) -> int:
+    """Shortest input with one full time block of patches."""
+    return FRAME_LENGTH + (patch_frames - 1) * FRAME_SHIFT
+
+
+def num_frames(num_samples: torch.Tensor) -> torch.Tensor:
+    return torch.clamp((num_samples - FRAME_LENGTH) // FRAME_SHIFT + 1, min=0)
+
+
+def valid_time_blocks(num_samples: torch.Tensor, patch_frames: int) -> torch.Tensor:
+    """(B,) number of time blocks made only of real frames."""
+    return num_frames(num_samples) // patch_frames
+
+
+def padded_patch_mask(num_samples: torch.Tensor, num_patches: int, patch_frames: int) -> torch.Tensor:
+    """(B, P) bool, True = patch lies (partly) in padding, from each clip's real sample count."""
+    freq_blocks = NUM_MEL_BINS // patch_frames
+    time_block = torch.arange(num_patches) // freq_blocks  # (P,)
+    return time_block[None, :] >= valid_time_blocks(num_samples, patch_frames)[:, None]  # (B, P)
+
+
+def pad_batch(waves: list[np.ndarray], patch_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips -> (source (B, N) zero-padded, real sample counts (B,)).
+
+    Clips shorter than one time block are zero-padded up to it and the padding counted as real
+    (silence), so every clip has at least one valid patch.
+    """
+    lengths = torch.tensor([max(len(w), min_samples(patch_frames)) for w in waves])
+    source = torch.zeros(len(waves), int(lengths.max()))  # (B, N)
+    for i, w in enumerate(waves):
+        source[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    return source, lengths
+
+
+def _select_layer(x: torch.Tensor, layer_results: list[torch.Tensor], layer: str) -> torch.Tensor:
+    if layer == "last":
+        return x
+    if layer == "average":
+        return torch.stack(list(layer_results)).mean(0)
+    try:
+        index = int(layer)
+    except ValueError:
+        raise ValueError(f"layer must be 'last', 'average' or an integer index, got {layer!r}") from None
+    return layer_results[index]
+
+
+@torch.no_grad()
+def encode_frames(model, waves: list[np.ndarray], layer: str = "last") -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode a batch of clips -> (features (B, P, D) of the chosen layer, padded (B, P) bool)."""
+    patch_frames = model.cfg.input_patch_size
+    device = next(model.parameters()).device
+    source, lengths = pad_batch(waves, patch_frames)
+    fbank = model.preprocess(source.to(device))  # (B, T, 128), normalized
+    x = model.embed(fbank)  # (B, P, D)
+    padded = padded_patch_mask(lengths, x.shape[1], patch_frames).to(device)  # (B, P)
+    x, layer_results = model.encode(x, padding_mask=padded)
+    return _select_layer(x, layer_results, layer), padded
+
+
+def masked_mean(features: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    """(B, P, D), (B, P) -> (B, D) mean over the valid patches."""
+    keep = (~padded).unsqueeze(-1).to(features.dtype)  # (B, P, 1)
+    return (features * keep).sum(1) / keep.sum(1)
+
+
+def embed_waveforms(model, waves: list[np.ndarray], layer: str = "last", batch_size: int = 16) -> np.ndarray:
+    """Clips (mono 16 kHz float in [-1, 1]) -> (N, D) float32 pooled embeddings, in input order.
+
+    Clips are batched by length (less padding to compute); results do not depend on the batching.
+    """
+    order = np.argsort([len(w) for w in waves], kind="stable")
+    out: list[np.ndarray | None] = [None] * len(waves)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        features, padded = encode_frames(model, [waves[i] for i in idx], layer)
+        for i, e in zip(idx, masked_mean(features, padded).cpu().numpy()):
+            out[i] = e
+    return np.stack(out).astype(np.float32)
+
+
+class ClipEmbedder:
+    """Decode + embed a batch of clip URIs with one frozen model; a Ray Data callable class.
+
+    Batches are dicts of numpy arrays with a `uri` column; the result keeps every input column and adds
+    `embedding` (float32 (B, D), zeros for unusable clips) and `error` ("" or the BadAudio reason).
+    """
+
+    def __init__(self, checkpoint: str, spec: EmbeddingSpec):
+        from sonar_ray.models.beats import load_checkpoint
+
+        self.model = load_checkpoint(checkpoint).eval()
+        self.spec = spec
+
+    def _load(self, uri: str) -> np.ndarray:
+        return decode(fetch_bytes(uri), seconds=self.spec.max_seconds).wave
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        waves, errors = [], []
+        for uri in batch["uri"]:
+            try:
+                waves.append(self._load(str(uri)))
+                errors.append("")
+            except BadAudio as e:
+                waves.append(None)
+                errors.append(e.reason)
+        ok = [i for i, w in enumerate(waves) if w is not None]
+        dim = self.model.cfg.encoder_embed_dim
+        embedding = np.zeros((len(waves), dim), dtype=np.float32)
+        if ok:
+            embedding[ok] = embed_waveforms(self.model, [waves[i] for i in ok], self.spec.layer, self.spec.batch_size)
+        return {**batch, "embedding": embedding, "error": np.array(errors, dtype=object)}
+
+
+def embed_clips(checkpoint: str, uris: list[str], spec: EmbeddingSpec, *, use_ray: bool = False,
+                embedder: ClipEmbedder | None = None, concurrency: int = 2) -> tuple[np.ndarray, list[str]]:
+    """Embed clips -> ((N, D) float32, per-clip error reasons, "" = fine), in input order.
+
+    Local path: one in-process `ClipEmbedder` (pass `embedder` to reuse a loaded model). Ray path: Ray
+    Data `map_batches` over an actor pool of `concurrency` ClipEmbedders, each loading `checkpoint`.
+    """
+    if not use_ray:
+        embedder = embedder or ClipEmbedder(checkpoint, spec)
+        chunk = 8 * spec.batch_size  # bounds the decoded audio held in memory at once
+        parts = [embedder({"uri": np.array(uris[i:i + chunk], dtype=object)}) for i in range(0, len(uris), chunk)]
+        return (np.concatenate([p["embedding"] for p in parts]), [str(e) for p in parts for e in p["error"]])
+    import ray
+
+    from sonar_ray.cluster import init_ray
+
+    init_ray()
+    ds = ray.data.from_items([{"row": i, "uri": u} for i, u in enumerate(uris)])
+    ds = ds.map_batches(ClipEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "spec": spec},
+                        batch_size=spec.batch_size, concurrency=concurrency, batch_format="numpy")
+    rows = sorted(ds.take_all(), key=lambda r: r["row"])  # actors finish out of order
+    return (np.stack([r["embedding"] for r in rows]).astype(np.float32) if rows else np.zeros((0, 0), np.float32),
+            [str(r["error"]) for r in rows])

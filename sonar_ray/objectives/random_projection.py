@@ -1,0 +1,76 @@
+"""Frozen random-projection tokenizer: the label source for BEATs' first pre-training iteration.
+
+Each 16x16 fbank patch is standardized (zero mean, unit variance: without this nearly every patch
+lands on a handful of codes), projected by a fixed random matrix, L2-normalized and assigned the
+nearest code of a random unit-norm codebook. Nothing is learned; the seed fixes everything and the
+state dict carries the tensors. Same `labels_from_fbank` API as `sonar_ray.models.tokenizer.Tokenizer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class RandomProjectionConfig:
+    num_codes: int = 1024   # codebook size K
+    code_dim: int = 16      # projection / code dimension
+    patch_size: int = 16    # fbank patch side (frames and mel bins)
+    seed: int = 0           # fixes projection and codebook
+
+
+def fbank_patches(fbank: Tensor, patch_size: int = 16) -> Tensor:
+    """(B, T, F) -> (B, P, patch_size**2), time-block-major like the BEATs patch embedding.
+
+    Frames beyond a multiple of patch_size are dropped, as the stride-16 convolution does.
+    """
+    B, T, F_ = fbank.shape
+    Tb, Fb = T // patch_size, F_ // patch_size
+    x = fbank[:, : Tb * patch_size, : Fb * patch_size]
+    x = x.reshape(B, Tb, patch_size, Fb, patch_size).permute(0, 1, 3, 2, 4)  # (B, Tb, Fb, p, p)
+    return x.reshape(B, Tb * Fb, patch_size * patch_size)  # (B, P, p*p)
+
+
+class RandomProjectionTokenizer(nn.Module):
+    def __init__(self, cfg: RandomProjectionConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or RandomProjectionConfig()
+        g = torch.Generator().manual_seed(cfg.seed)
+        d_in = cfg.patch_size**2
+        self.register_buffer("projection", torch.randn(d_in, cfg.code_dim, generator=g) / d_in**0.5)
+        self.register_buffer("codebook", F.normalize(torch.randn(cfg.num_codes, cfg.code_dim, generator=g), dim=-1))
+        self.requires_grad_(False)
+
+    @property
+    def num_codes(self) -> int:
+        return self.cfg.num_codes
+
+    @torch.no_grad()
+    def quantize_input(self, fbank: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """fbank (B, T, F) -> projected patches (B, P, code_dim), before L2 normalization."""
+        x = fbank_patches(fbank.float(), self.cfg.patch_size)  # (B, P, 256)
+        x = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)  # (B, P, 256)
+        return x @ self.projection  # (B, P, code_dim)
+
+    @torch.no_grad()
+    def labels_from_fbank(self, fbank: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """fbank (B, T, F) -> code labels (B, P) int64.
+
+        Padded patches get labels too (as the official tokenizer's); losses exclude them.
+        """
+        z = F.normalize(self.quantize_input(fbank, padding_mask), dim=-1)  # (B, P, code_dim)
+        return (z @ self.codebook.T).argmax(-1)  # (B, P): max cosine = min L2 for unit vectors
+
+    def checkpoint(self) -> dict:
+        """{'cfg', 'model'} like the official checkpoints; rebuild with `from_checkpoint`."""
+        return {"cfg": asdict(self.cfg), "model": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, ck: dict) -> RandomProjectionTokenizer:
+        tok = cls(RandomProjectionConfig(**ck["cfg"]))
+        tok.load_state_dict(ck["model"])
+        return tok

@@ -1,0 +1,178 @@
+"""Model lineage registry: plain JSON files next to the data, readable with any S3 browser.
+
+Layout under the registry URI:
+```
+lease.json                                   who may write (see lease.py)
+domains/<domain>/current.json                {"version": id|null, "history": [previously current ids]}
+domains/<domain>/versions/<id>/version.json  one Version record (below)
+domains/<domain>/versions/<id>/manifest.jsonl  the exact rows the adaptation trained on
+domains/<domain>/versions/<id>/output/       the adaptation's model.pt, tokenizer.pt, summary.json
+```
+Records are created with a conditional write (never clobbered) and then updated only by the lease
+holder. Version ids are a hash of (domain, parent, consumed objects), so re-planning the same
+arrivals always yields the same id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+from sonar_ray import storage
+from sonar_ray.pipelines.cas import cas_object
+
+STATUSES = ("running", "succeeded", "failed", "promoted", "rejected")
+
+
+@dataclass
+class Version:
+    version: str
+    domain: str
+    parent: str | None        # parent version id; None: adapted from the root checkpoint
+    base: str                 # checkpoint URI the adaptation started from
+    consumed: list[list[str]]  # [[key, etag], ...] relative to the incoming root
+    manifest: str             # URI of the training manifest (manifest.jsonl)
+    output: str               # URI the adaptation writes to
+    config: dict              # adaptation + gate settings, then the job's own summary config
+    code_version: str
+    job_id: str               # Ray submission id of the current attempt (deterministic)
+    status: str = "running"
+    attempt: int = 1
+    checkpoint: str | None = None
+    metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+    bad_inputs: list = field(default_factory=list)
+    created_at: float = field(default_factory=time.time)
+    events: list[dict] = field(default_factory=list)  # [{"at", "status", "reason"}], oldest first
+
+    def set_status(self, status: str, reason: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; one of {STATUSES}")
+        self.status, self.reason = status, reason
+        self.events.append({"at": time.time(), "status": status, "reason": reason})
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Version":
+        return cls(**json.loads(data))
+
+
+@dataclass
+class Pointer:
+    version: str | None = None
+    history: list[str] = field(default_factory=list)
+
+
+def version_id(domain: str, parent: str, consumed: list[tuple[str, str]]) -> str:
+    """Deterministic id: the same arrivals on the same parent always plan the same version."""
+    digest = hashlib.sha256(json.dumps([domain, parent, sorted(consumed)]).encode()).hexdigest()
+    return f"{domain}-{digest[:12]}"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    max_forgetting: float
+    adaptability_tolerance: float  # how much lower than the parent's adaptability still passes
+
+
+def promotion_gate(metrics: dict, parent_metrics: dict, gate: GateConfig) -> tuple[bool, str]:
+    """(passes, reason). Forgetting within the bound and adaptability not worse than the parent's."""
+    forgetting, adaptability = metrics["forgetting"], metrics["adaptability"]
+    if forgetting > gate.max_forgetting:
+        return False, f"forgetting {forgetting:.4f} > max_forgetting {gate.max_forgetting:.4f}"
+    parent_adapt = parent_metrics.get("adaptability")
+    if parent_adapt is not None and adaptability < parent_adapt - gate.adaptability_tolerance:
+        return False, f"adaptability {adaptability:.4f} < parent's {parent_adapt:.4f} - tolerance {gate.adaptability_tolerance}"
+    return True, f"forgetting {forgetting:.4f} <= {gate.max_forgetting:.4f}, adaptability {adaptability:.4f} not worse than parent"
+
+
+class Registry:
+    def __init__(self, uri: str):
+        self.uri = str(uri)
+
+    # --- paths ---
+    @property
+    def lease_uri(self) -> str:
+        return storage.join(self.uri, "lease.json")
+
+    def version_dir(self, version_id: str) -> str:
+        domain = version_id.rsplit("-", 1)[0]
+        return storage.join(self.uri, "domains", domain, "versions", version_id)
+
+    def _record_uri(self, version_id: str) -> str:
+        return storage.join(self.version_dir(version_id), "version.json")
+
+    def _pointer_uri(self, domain: str) -> str:
+        return storage.join(self.uri, "domains", domain, "current.json")
+
+    # --- reads ---
+    def domains(self) -> list[str]:
+        fs, path = storage.filesystem(storage.join(self.uri, "domains"))
+        if not fs.exists(path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+    def versions(self, domain: str | None = None) -> list[Version]:
+        """All versions (of one domain), oldest first."""
+        fs, path = storage.filesystem(storage.join(self.uri, "domains"))
+        pattern = f"{path}/{domain or '*'}/versions/*/version.json"
+        records = [Version.from_json(fs.cat_file(p)) for p in fs.glob(pattern)]
+        return sorted(records, key=lambda v: (v.created_at, v.version))
+
+    def get(self, version_id: str) -> Version:
+        uri = self._record_uri(version_id)
+        if not storage.exists(uri):
+            raise KeyError(f"no version {version_id!r} in {self.uri}")
+        return Version.from_json(storage.read_bytes(uri))
+
+    def pointer(self, domain: str) -> Pointer:
+        uri = self._pointer_uri(domain)
+        return Pointer(**json.loads(storage.read_bytes(uri))) if storage.exists(uri) else Pointer()
+
+    def consumed(self, domain: str) -> set[tuple[str, str]]:
+        """Every object any version of `domain` was planned on, whatever its outcome."""
+        return {(k, e) for v in self.versions(domain) for k, e in v.consumed}
+
+    # --- writes (lease holder only) ---
+    def create(self, version: Version) -> bool:
+        """Record a new version; False if a record with this id already exists."""
+        return cas_object(self._record_uri(version.version)).create(version.to_json()) is not None
+
+    def save(self, version: Version) -> None:
+        storage.write_bytes_atomic(self._record_uri(version.version), version.to_json())
+
+    def _set_pointer(self, domain: str, pointer: Pointer) -> None:
+        storage.write_bytes_atomic(self._pointer_uri(domain), json.dumps(dataclasses.asdict(pointer)).encode())
+
+    def promote(self, version: Version, reason: str) -> None:
+        """Make `version` its domain's current model (the previous one goes on the history stack)."""
+        if version.checkpoint is None:
+            raise ValueError(f"{version.version} has no checkpoint (status {version.status})")
+        # Pointer first: a crash in between leaves the record unpromoted, and re-running promote
+        # (the watcher does on restart) finishes the job without stacking history twice.
+        pointer = self.pointer(version.domain)
+        if pointer.version != version.version:
+            history = pointer.history + ([pointer.version] if pointer.version else [])
+            self._set_pointer(version.domain, Pointer(version.version, history))
+        version.set_status("promoted", reason)
+        self.save(version)
+
+    def rollback(self, domain: str, reason: str = "rolled back") -> str | None:
+        """Demote the current version (marked rejected with `reason`); the previous one is current again.
+
+        Record first, pointer second: after a crash in between, running rollback again completes it.
+        """
+        pointer = self.pointer(domain)
+        if pointer.version is None:
+            raise ValueError(f"domain {domain!r} has no current version to roll back")
+        demoted = self.get(pointer.version)
+        demoted.set_status("rejected", reason)
+        self.save(demoted)
+        restored = pointer.history[-1] if pointer.history else None
+        self._set_pointer(domain, Pointer(restored, pointer.history[:-1]))
+        return restored

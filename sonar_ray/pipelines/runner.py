@@ -1,0 +1,114 @@
+"""How an adaptation runs: a Ray job through the Jobs API, or in this process.
+
+Both take an `AdaptRequest` (the flags of `jobs/adapt.py`) under a deterministic submission id and
+answer `status(submission_id)` with PENDING / RUNNING / SUCCEEDED / FAILED / STOPPED, or None when
+no such run is known — which is how a restarted watcher tells "never submitted" from "in flight".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+from sonar_ray import storage
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass(frozen=True)
+class AdaptRequest:
+    submission_id: str
+    domain: str
+    data: str        # JSONL manifest of exactly the objects to train on
+    base: str        # checkpoint to adapt
+    output: str
+    max_steps: int   # 0: the job's default
+    config_file: str  # "" : the job's default
+    evaluate: bool
+
+    def argv(self) -> list[str]:
+        args = ["--domain", self.domain, "--data", self.data, "--base", self.base, "--output", self.output]
+        if self.max_steps:
+            args += ["--max-steps", str(self.max_steps)]
+        if self.config_file:
+            args += ["--config", self.config_file]
+        if not self.evaluate:
+            args.append("--no-evaluate")
+        return args
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: str
+    message: str = ""
+
+
+class Runner(Protocol):
+    synchronous: bool  # True: submit() returns after the run finished
+
+    def status(self, submission_id: str, output: str) -> RunStatus | None: ...
+    def submit(self, request: AdaptRequest) -> None: ...
+
+
+class RayJobsRunner:
+    """`python jobs/adapt.py ...` submitted with `JobSubmissionClient` under the request's submission id."""
+
+    synchronous = False
+
+    def __init__(self, address: str, python: str, script: str, working_dir: str = ""):
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(address or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265")
+        self.python, self.script, self.working_dir = python, script, working_dir
+
+    def status(self, submission_id: str, output: str) -> RunStatus | None:
+        # list_jobs, not get_job_info: an unknown id is an ordinary answer here, not an HTTP error.
+        for job in self.client.list_jobs():
+            if job.submission_id == submission_id:
+                return RunStatus(str(job.status.value), job.message or "")
+        return None
+
+    def submit(self, request: AdaptRequest) -> None:
+        entrypoint = shlex.join([self.python, self.script, *request.argv()])
+        runtime_env = {"working_dir": self.working_dir} if self.working_dir else None
+        self.client.submit_job(entrypoint=entrypoint, submission_id=request.submission_id,
+                               runtime_env=runtime_env, metadata={"sonar_domain": request.domain})
+        log.info("submitted %s: %s", request.submission_id, entrypoint)
+
+
+class InlineRunner:
+    """Runs the adaptation script in this process (`runpy`, as if `python SCRIPT ARGS`)."""
+
+    synchronous = True
+
+    def __init__(self, script: str):
+        self.script = script
+        self._outcomes: dict[str, RunStatus] = {}
+
+    def status(self, submission_id: str, output: str) -> RunStatus | None:
+        if submission_id in self._outcomes:
+            return self._outcomes[submission_id]
+        # A run from an earlier (crashed) process counts only if it wrote its summary.
+        return RunStatus("SUCCEEDED") if storage.exists(storage.join(output, "summary.json")) else None
+
+    def submit(self, request: AdaptRequest) -> None:
+        saved_argv = sys.argv
+        sys.argv = [self.script, *request.argv()]
+        try:
+            runpy.run_path(self.script, run_name="__main__")
+            outcome = RunStatus("SUCCEEDED")
+        except SystemExit as e:
+            outcome = RunStatus("SUCCEEDED" if e.code in (0, None) else "FAILED", f"exit status {e.code}")
+        except Exception as e:  # noqa: BLE001 - the adaptation's failure is recorded, not fatal to the watcher
+            log.exception("inline adaptation %s failed", request.submission_id)
+            outcome = RunStatus("FAILED", f"{type(e).__name__}: {e}")
+        finally:
+            sys.argv = saved_argv
+        self._outcomes[request.submission_id] = outcome

@@ -1,0 +1,83 @@
+"""The one config of a (continual) pre-training run: what `jobs/adapt.py` and `jobs/pretrain.py` parse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METHODS = ("sonar", "dcpt", "scratch")
+
+
+def _help(text: str, **extra) -> dict:
+    return {"metadata": {"help": text, **extra}}
+
+
+@dataclass
+class TrainConfig:
+    """Continual pre-training of a BEATs model (SONAR, DCPT, or from scratch)."""
+
+    # --- what to train on
+    domain: str = field(default="speech", **_help("new domain to adapt to"))
+    method: str = field(default="sonar", **_help("sonar | dcpt | scratch", choices=METHODS))
+    data: str | None = field(default=None, **_help("new-domain audio: folder/prefix or manifest URI (default: demo corpus)"))
+    prior: str | None = field(default=None, **_help("prior (replay) audio: folder/prefix or manifest URI (default: demo corpus)"))
+    base: str | None = field(default=None, **_help("starting BEATs checkpoint (default: the demo base model)"))
+    base_tokenizer: str | None = field(default=None, **_help("starting tokenizer checkpoint (default: tokenizer.pt beside --base)"))
+    output: str | None = field(default=None, **_help("output folder/URI (default: outputs/<method>-<domain>)"))
+    probes: str | None = field(default=None, **_help("corpus root with manifests/probes.jsonl for evaluation (default: the demo corpus)"))
+
+    # --- SONAR knobs
+    replay_ratio: float = field(default=0.5, **_help("share of prior clips in each batch (sonar)"))
+    replay_policy: str = field(default="relevance", **_help("uniform | relevance", choices=("uniform", "relevance")))
+    num_strata: int = field(default=8, **_help("k-means strata of the prior set"))
+    lambda_tok: float = field(default=1.0, **_help("weight of tokenizer-level distillation"))
+    lambda_model: float = field(default=1.0, **_help("weight of model-level (feature) distillation"))
+    distill_kind: str = field(default="cosine", **_help("feature distance", choices=("cosine", "mse")))
+    distill_layers: list[int] = field(default_factory=lambda: [-1], **_help("encoder layers to distill"))
+    codebook_reanchor: bool = field(default=True, **_help("re-anchor under-used codes toward new-domain features"))
+    codebook_grow: int = field(default=0, **_help("codes to add when the new domain is poorly covered (0 = never)"))
+
+    # --- model / objective
+    preset: str = field(default="small", **_help("BEATs preset for --method scratch"))
+    mask_ratio: float = field(default=0.75, **_help("share of patches masked"))
+    num_codes: int = field(default=1024, **_help("random-projection tokenizer codes (scratch without a tokenizer)"))
+    clip_seconds: float = field(default=2.0, **_help("crop length of training clips"))
+
+    # --- optimisation
+    max_steps: int = field(default=150, **_help("optimizer steps"))
+    batch_size: int = field(default=16, **_help("clips per worker per step"))
+    lr: float = field(default=2e-4, **_help("peak learning rate"))
+    warmup_steps: int = field(default=10, **_help("linear warm-up steps"))
+    weight_decay: float = field(default=0.01, **_help("AdamW weight decay"))
+    grad_clip: float = field(default=1.0, **_help("max gradient norm"))
+    seed: int = field(default=0, **_help("seed for init, masking and sampling"))
+
+    # --- distribution, checkpoints, logging
+    num_workers: int = field(default=2, **_help("Ray Train workers"))
+    use_gpu: bool = field(default=False, **_help("one GPU per worker (NCCL + bf16 autocast)"))
+    cpus_per_worker: float = field(default=0.5, **_help("CPUs reserved per worker (< 1 avoids starving Ray Data on small machines)"))
+    checkpoint_every: int = field(default=50, **_help("steps between checkpoints"))
+    max_failures: int = field(default=2, **_help("worker-group restarts after a failure"))
+    resume: bool = field(default=False, **_help("continue the run found in --output"))
+    log_every: int = field(default=10, **_help("steps between metric reports"))
+    wandb: bool = field(default=True, **_help("log to wandb (offline unless WANDB_MODE says otherwise)"))
+    wandb_project: str = field(default="sonar-ray", **_help("wandb project"))
+    evaluate: bool = field(default=True, **_help("evaluate the adapted model against its base at the end"))
+    ray_address: str | None = field(default=None, **_help("Ray cluster address (default: $RAY_ADDRESS or a local Ray)"))
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+        if self.max_steps < 1 or self.batch_size < 1 or self.num_workers < 1:
+            raise ValueError("max_steps, batch_size and num_workers must be >= 1")
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.method == "sonar" and (self.lambda_tok > 0 or self.lambda_model > 0)
+
+    @property
+    def effective_replay_ratio(self) -> float:
+        """DCPT sees new-domain data only; SONAR replays prior data, and so can from-scratch training
+        on prior + new data (the retrain baseline)."""
+        return 0.0 if self.method == "dcpt" else self.replay_ratio

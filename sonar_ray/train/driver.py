@@ -1,0 +1,146 @@
+"""The driver side of a training run: resolve inputs, build the stream, run the TorchTrainer, export.
+
+`fit(cfg, paths, data_cfg)` is what jobs call; it returns a `RunSummary` and leaves in `output`:
+model.pt, tokenizer.pt, predictor.pt (exports of the final checkpoint), metrics.jsonl, bad_inputs.json
+and ray/ (Ray Train's run folder with its checkpoints, used by --resume and by failure restarts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sonar_ray import storage
+from sonar_ray.cluster import init_ray
+from sonar_ray.config import to_dict
+from sonar_ray.data import DataConfig, PreparedData, build_train_dataset
+from sonar_ray.train import artifacts
+from sonar_ray.train.config import TrainConfig
+from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
+
+
+@dataclass
+class RunSummary:
+    output: str
+    model: str
+    tokenizer: str
+    predictor: str
+    steps: int
+    samples_seen: int
+    wall_seconds: float
+    worker_seconds: float   # CPU/GPU-seconds: wall time x workers
+    final_metrics: dict
+    first_metrics: dict
+    data: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # evaluation, filled in by jobs
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "config": {}}
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """Stable (no timestamps), so --resume and failure restarts find the run again."""
+    return f"{cfg.method}-{cfg.domain}"
+
+
+def _read_progress(output: str) -> int:
+    uri = storage.join(output, PROGRESS)
+    return json.loads(storage.read_bytes(uri))["safe_step"] if storage.exists(uri) else 0
+
+
+class StreamFactory:
+    """Called by Ray Train each time its worker group starts: a restart resumes the stream
+    near the restored step instead of from the beginning (workers skip nothing, so the few
+    batches after the safe point may be seen twice, never skipped)."""
+
+    def __init__(self, data_cfg: DataConfig, output: str, num_workers: int, prepared: PreparedData | None):
+        self.data_cfg, self.output, self.num_workers, self.prepared = data_cfg, output, num_workers, prepared
+
+    def __call__(self):
+        start = _read_progress(self.output) * self.num_workers
+        return build_train_dataset(self.data_cfg, start_batch=start, prepared=self.prepared)
+
+
+def check_inputs(cfg: TrainConfig, paths: dict) -> None:
+    """Fail before any worker starts: missing or incompatible starting model."""
+    from sonar_ray.models import beats
+
+    if cfg.method != "scratch":
+        if not paths.get("base"):
+            raise ValueError(f"--method {cfg.method} needs a starting checkpoint (--base)")
+        storage.require_exists(paths["base"], "base checkpoint")
+        beats.load_checkpoint(paths["base"])  # raises a clear error on wrong keys / shapes
+    for key in ("tokenizer", "predictor"):
+        if paths.get(key):
+            storage.require_exists(paths[key], f"{key} checkpoint")
+
+
+def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedData | None = None) -> RunSummary:
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    output = cfg.output
+    check_inputs(cfg, paths)
+    ray_dir = storage.join(output, "ray")
+    name = run_name(cfg)
+    existing = storage.exists(storage.join(ray_dir, name))
+    if existing and not cfg.resume:
+        raise FileExistsError(f"{output} already holds run {name!r}: pass --resume to continue it, "
+                              "or choose another --output")
+    if not existing:
+        storage.write_bytes_atomic(storage.join(output, PROGRESS), b'{"safe_step": 0}')
+    storage.makedirs(output)
+    init_ray(cfg.ray_address)
+
+    log_dir = output if not storage.is_remote(output) else tempfile.mkdtemp(prefix="sonar-logs-")
+    fault_marker = storage.join(log_dir, ".injected_failure")
+    loop_config = {
+        "train": to_dict(cfg), "paths": paths, "run_name": name, "log_dir": log_dir, "output": output,
+        "threads_per_worker": max(1, int(cfg.cpus_per_worker)) if not cfg.use_gpu else 4,
+        "fail_at_step": int(os.environ.get("SONAR_INJECT_FAILURE_AT_STEP", -1)), "fault_marker": fault_marker,
+    }
+    storage_path, storage_fs = ray_dir, None
+    if storage.is_remote(output):
+        storage_fs, storage_path = storage.pyarrow_filesystem(ray_dir)
+    else:
+        storage_path = str(Path(ray_dir).resolve())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": StreamFactory(data_cfg, output, cfg.num_workers, prepared)},
+    )
+    t0 = time.time()
+    result = trainer.fit()
+    wall = time.time() - t0
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {name!r} finished without a checkpoint: {result.error}")
+    return export(cfg, result, output, wall)
+
+
+def export(cfg: TrainConfig, result, output: str, wall: float) -> RunSummary:
+    """Copy the final checkpoint's model files to the output root (official formats)."""
+    with result.checkpoint.as_directory() as d:
+        d = Path(d)
+        for name in (artifacts.MODEL, artifacts.TOKENIZER, artifacts.PREDICTOR, "metrics.jsonl"):
+            if (d / name).exists():
+                storage.write_bytes_atomic(storage.join(output, name), (d / name).read_bytes())
+        rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()] if (d / "metrics.jsonl").exists() else []
+        state = artifacts.load_torch(str(d / artifacts.TRAINER_STATE))
+    steps = int(state["step"])
+    return RunSummary(
+        output=output, model=storage.join(output, artifacts.MODEL), tokenizer=storage.join(output, artifacts.TOKENIZER),
+        predictor=storage.join(output, artifacts.PREDICTOR), steps=steps,
+        samples_seen=steps * cfg.batch_size * cfg.num_workers, wall_seconds=round(wall, 2),
+        worker_seconds=round(wall * cfg.num_workers, 2), final_metrics=rows[-1] if rows else dict(result.metrics or {}),
+        first_metrics=rows[0] if rows else {})

@@ -1,0 +1,82 @@
+"""Where a run's inputs come from: the user's URIs, or the bundled demo (built on first use).
+
+The demo lives under $SONAR_HOME (default ~/.cache/sonar-ray), so a local run and a job submitted
+to a local cluster share one corpus and one base model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from sonar_ray import storage
+from sonar_ray.data import DataConfig
+from sonar_ray.data.manifest import TRAIN_MANIFEST
+from sonar_ray.train import artifacts
+from sonar_ray.train.config import TrainConfig
+
+
+def sonar_home() -> Path:
+    return Path(os.environ.get("SONAR_HOME", Path.home() / ".cache" / "sonar-ray"))
+
+
+def demo_corpus(scale: str = "demo") -> str:
+    """The demo corpus root, generated once."""
+    from sonar_ray.demo import generate_corpus
+
+    root = sonar_home() / f"corpus-{scale}"
+    if not (root / TRAIN_MANIFEST).exists():
+        print(f"building the {scale} demo corpus in {root} (once)", flush=True)
+        generate_corpus(str(root), scale=scale)
+    return str(root)
+
+
+def demo_base_model(corpus: str, scale: str = "demo") -> str:
+    """The demo base model (pre-trained on the demo prior data), trained once."""
+    from sonar_ray.train.pretrain import PretrainConfig, pretrain
+
+    out = sonar_home() / f"base-{scale}"
+    if not (out / artifacts.MODEL).exists():
+        print(f"pre-training the demo base model in {out} (once)", flush=True)
+        pretrain(PretrainConfig(data=corpus, output=str(out), resume=True))
+    return str(out / artifacts.MODEL)
+
+
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
+    """Fill the defaults (demo corpus, demo base model, output folder); returns (cfg, paths)."""
+    corpus = None
+    if cfg.data is None or cfg.prior is None or cfg.probes is None or (cfg.base is None and cfg.method != "scratch"):
+        corpus = demo_corpus()
+    data = cfg.data or storage.join(corpus, TRAIN_MANIFEST)
+    prior = cfg.prior or storage.join(corpus, TRAIN_MANIFEST)
+    base = cfg.base
+    if base is None and cfg.method != "scratch":
+        base = demo_base_model(corpus)
+    output = cfg.output or str(Path("outputs") / f"{cfg.method}-{cfg.domain}")
+    if not storage.is_remote(output):
+        output = str(Path(output).resolve())
+    cfg = replace(cfg, data=data, prior=prior, base=base, output=output, probes=cfg.probes or corpus)
+    paths = {"base": base}
+    if base is not None:
+        folder = base.rsplit("/", 1)[0] if storage.is_remote(base) else str(Path(base).parent)
+        tok = cfg.base_tokenizer or storage.join(folder, artifacts.TOKENIZER)
+        pred = storage.join(folder, artifacts.PREDICTOR)
+        if cfg.base_tokenizer or storage.exists(tok):
+            paths["tokenizer"] = tok
+        if storage.exists(pred):
+            paths["predictor"] = pred
+    elif cfg.base_tokenizer:
+        paths["tokenizer"] = cfg.base_tokenizer
+    return cfg, paths
+
+
+def data_config(cfg: TrainConfig, new_domain: str | None = None) -> DataConfig:
+    """The joint stream for a run: num_workers x max_steps batches of `batch_size` clips each."""
+    policy = cfg.replay_policy if cfg.effective_replay_ratio > 0 else "uniform"  # no replay: no strata needed
+    return DataConfig(
+        new_uri=cfg.data, new_domain=new_domain if new_domain is not None else cfg.domain,
+        prior_uri=cfg.prior, prior_domain="prior", replay_ratio=cfg.effective_replay_ratio,
+        batch_size=cfg.batch_size, num_batches=cfg.max_steps * cfg.num_workers, clip_seconds=cfg.clip_seconds,
+        policy=policy, num_strata=cfg.num_strata, model_uri=cfg.base if policy == "relevance" else None,
+        seed=cfg.seed)

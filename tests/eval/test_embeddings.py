@@ -1,0 +1,99 @@
+"""Pooled embeddings: valid-patch masks from the time extent, batch invariance, layers, both paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sonar_ray.data.manifest import PROBE_MANIFEST, read_manifest
+from sonar_ray.eval.embeddings import (ClipEmbedder, EmbeddingSpec, embed_clips, embed_waveforms, encode_frames,
+                                       padded_patch_mask)
+from sonar_ray.models.beats import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model(checkpoints):
+    return load_checkpoint(checkpoints["base"])
+
+
+def waves(seed: int = 0, lengths=(16000, 24000, 9000, 1000, 40000)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in lengths]
+
+
+def test_valid_patches_follow_the_time_extent():
+    # The fixtures' 2 s batch, clip 1 with its last 0.5 s padded: 24000 real samples -> 148 real
+    # frames -> 9 full time blocks. Patches 72..95 are padded (the official mask says 75..95).
+    mask = padded_patch_mask(torch.tensor([32000, 24000]), num_patches=96, patch_frames=16)
+    assert not mask[0].any()
+    assert mask[1].tolist() == [False] * 72 + [True] * 24
+
+
+def test_embedding_does_not_depend_on_the_batch(model):
+    clips = waves()
+    together = embed_waveforms(model, clips, batch_size=8)
+    alone = np.stack([embed_waveforms(model, [c])[0] for c in clips])
+    assert together.shape == (5, model.cfg.encoder_embed_dim) and together.dtype == np.float32
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    # Different clips get different embeddings (the pooling is not degenerate).
+    assert np.abs(together[0] - together[1]).max() > 1e-2
+
+
+def test_a_padded_clip_pools_only_its_own_patches(model):
+    long, short = waves(lengths=(48000, 16000))
+    features, padded = encode_frames(model, [long, short])
+    assert padded.shape == features.shape[:2]
+    assert padded[1].sum() == features.shape[1] - (1 + (16000 - 400) // 160) // 16 * 8
+    # Zeroing the padded rows' content changes nothing in the pooled embedding.
+    noisy_tail = np.concatenate([short, np.full(32000, 0.9, np.float32)])
+    features2, _ = encode_frames(model, [long, noisy_tail])
+    assert not torch.allclose(features[1, ~padded[1]], features2[1, ~padded[1]])  # content differs...
+    np.testing.assert_allclose(embed_waveforms(model, [long, short])[1], embed_waveforms(model, [short])[0],
+                               atol=1e-5)  # ...but the pooled embedding of the padded clip is its own
+
+
+@pytest.mark.parametrize("layer", ["last", "average", "0", "-1"])
+def test_layer_choice(model, layer):
+    clips = waves(lengths=(16000, 20000))
+    emb = embed_waveforms(model, clips, layer=layer)
+    assert emb.shape == (2, model.cfg.encoder_embed_dim)
+    if layer == "-1":
+        np.testing.assert_array_equal(emb, embed_waveforms(model, clips, layer="last"))
+    if layer in ("average", "0"):
+        assert np.abs(emb - embed_waveforms(model, clips, layer="last")).max() > 1e-3
+
+
+def test_unknown_layer_is_an_error(model):
+    with pytest.raises(ValueError, match="layer"):
+        embed_waveforms(model, waves(lengths=(16000,)), layer="middle")
+
+
+def _probe_uris(corpus, n: int = 20) -> list[str]:
+    df = read_manifest(str(corpus / PROBE_MANIFEST))
+    return list(df["uri"][:n]) + [str(corpus / "audio" / "prior" / "broken.wav")]
+
+
+def test_clip_embedder_reports_bad_files(probe_corpus, checkpoints):
+    uris = _probe_uris(probe_corpus, 5)
+    emb, errors = embed_clips(checkpoints["base"], uris, EmbeddingSpec(batch_size=2))
+    assert emb.shape == (6, 64)
+    assert errors == [""] * 5 + ["not_audio"]
+    assert not emb[-1].any() and emb[:5].any(1).all()
+
+
+@pytest.mark.slow
+def test_ray_data_path_gives_the_same_numbers(probe_corpus, checkpoints, ray_local):
+    uris = _probe_uris(probe_corpus, 20)
+    spec = EmbeddingSpec(batch_size=4)
+    local, local_errors = embed_clips(checkpoints["base"], uris, spec)
+    distributed, errors = embed_clips(checkpoints["base"], uris, spec, use_ray=True, concurrency=2)
+    assert errors == local_errors
+    np.testing.assert_allclose(distributed, local, atol=1e-5)
+
+
+def test_clip_embedder_is_a_plain_callable(probe_corpus, checkpoints):
+    embedder = ClipEmbedder(checkpoints["base"], EmbeddingSpec())
+    uris = np.array(_probe_uris(probe_corpus, 3)[:3], dtype=object)
+    out = embedder({"uri": uris, "row": np.arange(3)})
+    assert out["row"].tolist() == [0, 1, 2] and out["embedding"].shape == (3, 64)

@@ -1,0 +1,157 @@
+"""The watcher end to end with the in-process runner, on a local folder and on the S3 server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+
+from sonar_ray import storage
+from sonar_ray.pipelines.inventory import list_incoming, training_rows
+from sonar_ray.pipelines.lease import Lease
+from sonar_ray.pipelines.registry import Registry
+from sonar_ray.pipelines.watch import Watcher
+from watch_helpers import upload
+
+
+def test_arrivals_make_a_promoted_version_then_nothing_then_a_child(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
+    first = Watcher(watch_cfg).poll()
+    registry = Registry(watch_cfg.registry)
+    (v1,) = registry.versions("birds")
+    assert first.started == [v1.version] and first.finished == {v1.version: "promoted"}
+    assert v1.parent is None and v1.base == watch_cfg.base
+    assert sorted(k for k, _ in v1.consumed) == ["birds/a.wav", "birds/b.wav"]
+    assert v1.checkpoint == storage.join(v1.output, "model.pt") and storage.exists(v1.checkpoint)
+    assert v1.metrics["forgetting"] == 0.0 and v1.code_version
+    assert registry.pointer("birds").version == v1.version
+
+    again = Watcher(watch_cfg).poll()
+    assert again.started == [] and len(registry.versions("birds")) == 1
+
+    upload(watch_cfg.incoming, "birds", ["c.wav"], seed=5)
+    upload(watch_cfg.incoming, "birds", ["a.wav"], seed=9)  # rewritten: new ETag, counts as new
+    child_report = Watcher(watch_cfg).poll()
+    v1_again, v2 = registry.versions("birds")
+    assert child_report.started == [v2.version] and v1_again.version == v1.version
+    assert v2.parent == v1.version and v2.base == v1.checkpoint and v2.status == "promoted"
+    assert sorted(k for k, _ in v2.consumed) == ["birds/a.wav", "birds/c.wav"]
+    rows = [json.loads(line) for line in storage.read_bytes(v2.manifest).decode().splitlines()]
+    assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == ["a.wav", "c.wav"]
+    assert registry.pointer("birds").version == v2.version
+    assert registry.pointer("birds").history == [v1.version]
+
+
+def test_too_much_forgetting_is_rejected_and_current_model_is_unchanged(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    Watcher(watch_cfg).poll()
+    registry = Registry(watch_cfg.registry)
+    current = registry.pointer("birds").version
+    upload(watch_cfg.incoming, "birds", ["b.wav"], seed=3)
+    strict = dataclasses.replace(watch_cfg, max_forgetting=-1.0)  # any real forgetting exceeds it
+    report = Watcher(strict).poll()
+    (rejected,) = [v for v in registry.versions("birds") if v.version != current]
+    assert report.finished == {rejected.version: "rejected"}
+    assert "max_forgetting" in rejected.reason and rejected.checkpoint  # kept, with the reason
+    assert registry.pointer("birds").version == current
+
+
+def test_rollback_restores_the_previous_version(watch_cfg):
+    registry = Registry(watch_cfg.registry)
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    Watcher(watch_cfg).poll()
+    upload(watch_cfg.incoming, "birds", ["b.wav"], seed=3)
+    Watcher(watch_cfg).poll()
+    v1, v2 = registry.versions("birds")
+    assert registry.pointer("birds").version == v2.version
+    assert registry.rollback("birds") == v1.version
+    assert registry.pointer("birds").version == v1.version
+    assert registry.get(v2.version).status == "rejected"
+    # The next arrival builds on the restored model; v2's objects stay consumed.
+    upload(watch_cfg.incoming, "birds", ["c.wav"], seed=4)
+    Watcher(watch_cfg).poll()
+    v3 = registry.versions("birds")[-1]
+    assert v3.parent == v1.version and [k for k, _ in v3.consumed] == ["birds/c.wav"]
+
+
+def test_restart_between_recording_and_submitting_runs_the_version_once(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
+    crashed = Watcher(watch_cfg)
+    objects = list_incoming(watch_cfg.incoming)
+    planned = crashed.reserve("birds", objects, training_rows(objects, "birds"))
+    # ... the process dies here: the record exists, nothing was submitted.
+    registry = Registry(watch_cfg.registry)
+    assert registry.get(planned.version).status == "running"
+    report = Watcher(watch_cfg).poll()
+    assert report.resubmitted == [planned.version] and report.started == []
+    (v,) = registry.versions("birds")
+    assert v.version == planned.version and v.status == "promoted" and v.attempt == 1
+    assert Watcher(watch_cfg).poll().started == []
+
+
+def test_a_watcher_does_nothing_while_another_holds_the_lease(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    other = Lease(Registry(watch_cfg.registry).lease_uri, ttl_s=60, holder="other")
+    assert other.acquire()
+    report = Watcher(watch_cfg).poll()
+    assert not report.acted and Registry(watch_cfg.registry).versions() == []
+    other.release()
+    assert Watcher(watch_cfg).poll().started
+
+
+def test_two_concurrent_watchers_adapt_the_arrivals_once(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
+    watchers = [Watcher(dataclasses.replace(watch_cfg, holder=f"w{i}")) for i in range(2)]
+    barrier, reports = threading.Barrier(2), []
+
+    def run(w: Watcher) -> None:
+        barrier.wait()
+        reports.append(w.poll())
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in watchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r.started) for r in reports) == 1
+    assert len(Registry(watch_cfg.registry).versions("birds")) == 1
+
+
+def test_failed_adaptation_is_retried_up_to_the_limit_then_reported(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    broken = dataclasses.replace(watch_cfg, base=storage.join(watch_cfg.registry, "missing.pt"), max_attempts=2)
+    report = Watcher(broken).poll()
+    (v,) = Registry(watch_cfg.registry).versions("birds")
+    assert v.status == "failed" and v.attempt == 2 and v.job_id.endswith("-2")
+    assert report.failed == {v.version: v.reason} and "FAILED" in v.reason
+    assert Watcher(broken).poll().started == []  # reported, not retried forever
+
+
+def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "broken.wav"), b"RIFF not really")
+    Watcher(watch_cfg).poll()
+    (v,) = Registry(watch_cfg.registry).versions("birds")
+    assert v.status == "promoted" and len(v.consumed) == 2
+    assert [b["path"].rsplit("/", 1)[-1] for b in v.bad_inputs] == ["broken.wav"]
+
+
+def test_thresholds_hold_arrivals_back_until_enough_data(watch_cfg):
+    cfg = dataclasses.replace(watch_cfg, min_new_clips=3, min_new_hours=1.2 / 3600)
+    upload(cfg.incoming, "birds", ["a.wav", "b.wav"])
+    report = Watcher(cfg).poll()
+    assert report.waiting == {"birds": {"clips": 2, "hours": round(1.0 / 3600, 4)}} and not report.started
+    upload(cfg.incoming, "birds", ["c.wav"], seed=2)
+    (vid,) = Watcher(cfg).poll().started
+    assert len(Registry(cfg.registry).get(vid).consumed) == 3
+
+
+def test_without_metrics_a_version_waits_for_a_manual_promotion(watch_cfg):
+    cfg = dataclasses.replace(watch_cfg, evaluate=False)
+    upload(cfg.incoming, "birds", ["a.wav"])
+    Watcher(cfg).poll()
+    registry = Registry(cfg.registry)
+    (v,) = registry.versions("birds")
+    assert v.status == "succeeded" and registry.pointer("birds").version is None
+    registry.promote(v, "checked by hand")
+    assert registry.pointer("birds").version == v.version
