@@ -24,7 +24,7 @@ from sonar_ray.config import parse_cli, to_dict
 from sonar_ray.data import prepare_data, write_bad_input_report
 from sonar_ray.train import inputs
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.driver import fit
+from sonar_ray.train.driver import check_inputs, fit
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     # --- config: flags / --config file, then the demo defaults for anything not given
     cfg, paths = inputs.resolve(parse_cli(TrainConfig, argv, description=__doc__))
     print(f"[adapt] {cfg.method} on {cfg.domain!r}: base={cfg.base} -> {cfg.output}", flush=True)
+    check_inputs(cfg, paths)  # fail on a missing / incompatible starting model before any work
 
     # --- data: inspect every file once (cached), report what was skipped
     data_cfg = inputs.data_config(cfg)

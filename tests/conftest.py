@@ -134,3 +134,4 @@ def ray_head(tmp_path):
 
 
 from fixtures_corpus import tiny_corpus, tiny_corpus_s3  # noqa: E402,F401  (shared corpus fixtures)
+from fixtures_train import tiny_base  # noqa: E402,F401  (shared pre-trained tiny base model)

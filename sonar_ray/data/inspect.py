@@ -120,11 +120,12 @@ def inspect_files(df: pd.DataFrame, cache_dir: str, *, clip_seconds: float, min_
         found = pd.read_parquet(io.BytesIO(storage.read_bytes(cache_uri)))
     else:
         ds = ray.data.from_items([{"uri": u} for u in df["uri"]])
-        ds = ds.map_batches(ClipInspector, batch_size=16, concurrency=concurrency, fn_constructor_kwargs=dict(
+        ds = ds.map_batches(ClipInspector, batch_size=16, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                            fn_constructor_kwargs=dict(
             clip_seconds=clip_seconds, min_seconds=min_seconds, embed=embed, model_uri=model_uri))
-        found = ds.to_pandas()
         buf = io.BytesIO()
-        found.to_parquet(buf, index=False)
+        ds.to_pandas().to_parquet(buf, index=False)
+        found = pd.read_parquet(io.BytesIO(buf.getvalue()))  # same dtypes as a cache hit
         try:
             storage.write_bytes_atomic(cache_uri, buf.getvalue())
         except OSError as e:  # a read-only data location must not stop the run

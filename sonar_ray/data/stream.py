@@ -85,7 +85,7 @@ def iter_train_batches(shard, prefetch_batches: int = 2) -> Iterator[dict]:
     import torch
 
     for row in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=prefetch_batches):
-        yield {"fbank": torch.from_numpy(np.ascontiguousarray(row["fbank"][0], dtype=np.float32)),
+        yield {"fbank": torch.from_numpy(np.array(row["fbank"][0], dtype=np.float32)),  # own, writable copy
                "padding_mask": torch.from_numpy(np.asarray(row["padding_mask"][0], dtype=bool)),
                "is_prior": torch.from_numpy(np.asarray(row["is_prior"][0], dtype=bool)),
                "batch_index": int(row["batch_index"][0])}

@@ -50,12 +50,13 @@ def per_task_plot(table: pd.DataFrame) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(dict.fromkeys(table["domain"] + "/" + table["task"]))
+    table = table.assign(key=table["domain"] + "/" + table["task"])
+    keys = list(dict.fromkeys(table["key"]))
     models = list(table["model"].unique())
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys) * max(1, len(models)) / 2), 4))
     for m, model in enumerate(models):
-        sub = table[table["model"] == model].set_index(table["domain"] + "/" + table["task"])
+        sub = table[table["model"] == model].set_index("key")
         ax.bar(np.arange(len(keys)) + (m - (len(models) - 1) / 2) * width, sub.loc[keys, "score"], width,
                yerr=sub.loc[keys, "score_std"], label=model, capsize=2)
     ax.set_xticks(np.arange(len(keys)), keys, rotation=30, ha="right")

@@ -34,8 +34,8 @@ C = TypeVar("C", bound="EncoderConfig")
 @dataclass
 class EncoderConfig:
     """Encoder fields shared by the official BEATsConfig and TokenizersConfig (official names and defaults)."""
-    input_patch_size: int = -1              # patch side in frames and mel bins; the default -1 cannot build, presets use 16
-    embed_dim: int = 512                    # patch-embedding channels; post_extract_proj exists iff != encoder_embed_dim
+    input_patch_size: int = -1              # patch side (frames = mel bins); default -1 cannot build, presets: 16
+    embed_dim: int = 512                    # patch-embedding channels; post_extract_proj iff != encoder_embed_dim
     conv_bias: bool = False                 # bias in the patch-embedding Conv2d
     encoder_layers: int = 12
     encoder_embed_dim: int = 768            # D
@@ -58,10 +58,11 @@ class EncoderConfig:
 
     # Architecture presets, shared by BEATs and its tokenizer; subclasses add their own fields.
     ENCODER_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # Official full-size BEATs (~90M): class defaults + the published backbone choices.
+        # Official full-size BEATs (90.3M): class defaults + the published backbone choices. max_distance 800
+        # follows the released checkpoints (issue 3); the fixture manifests keep 1280 (no shape changes).
         "base": dict(input_patch_size=16, relative_position_embedding=True, gru_rel_pos=True, deep_norm=True,
                      max_distance=800),
-        # Small-scale continual pre-training (~2.6M): 4 x 192, 4 heads. embed_dim = D because a 16x16
+        # Small-scale continual pre-training (2.1M): 4 x 192, 4 heads. embed_dim = D because a 16x16
         # patch has only 256 values: no 512-channel detour and no post_extract_proj. No dropout.
         "small": dict(input_patch_size=16, embed_dim=192, encoder_layers=4, encoder_embed_dim=192,
                       encoder_ffn_embed_dim=768, encoder_attention_heads=4, relative_position_embedding=True,
@@ -478,7 +479,7 @@ def load_weights(model: M, state_dict: dict[str, torch.Tensor], source: str = "c
     if rel and not problems and not all(torch.equal(state_dict[k], state_dict[rel[0]]) for k in rel):
         problems.append("the per-layer copies of the shared relative_attention_bias differ")
     if problems:
-        raise ValueError(f"{source} does not match {type(model).__name__}({model.cfg}): " + "; ".join(problems))
+        raise ValueError(f"{source} does not fit the {type(model).__name__} its cfg describes: " + "; ".join(problems))
     model.load_state_dict(state_dict, strict=True)
     return model
 

@@ -44,7 +44,7 @@ class Version:
     checkpoint: str | None = None
     metrics: dict = field(default_factory=dict)
     reason: str | None = None
-    bad_inputs: list = field(default_factory=list)
+    bad_inputs: list = field(default_factory=list)  # [{"path", "reason"}] the data layer skipped
     created_at: float = field(default_factory=time.time)
     events: list[dict] = field(default_factory=list)  # [{"at", "status", "reason"}], oldest first
 

@@ -12,6 +12,7 @@ import os
 import runpy
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,12 +76,24 @@ class RayJobsRunner:
                 return RunStatus(str(job.status.value), job.message or "")
         return None
 
-    def submit(self, request: AdaptRequest) -> None:
+    def submit(self, request: AdaptRequest, tries: int = 6) -> None:
         entrypoint = shlex.join([self.python, self.script, *request.argv()])
         runtime_env = {"working_dir": self.working_dir} if self.working_dir else None
-        self.client.submit_job(entrypoint=entrypoint, submission_id=request.submission_id,
-                               runtime_env=runtime_env, metadata={"sonar_domain": request.domain})
-        log.info("submitted %s: %s", request.submission_id, entrypoint)
+        for attempt in range(1, tries + 1):
+            try:
+                self.client.submit_job(entrypoint=entrypoint, submission_id=request.submission_id,
+                                       runtime_env=runtime_env, metadata={"sonar_domain": request.domain})
+                log.info("submitted %s: %s", request.submission_id, entrypoint)
+                return
+            except RuntimeError as e:
+                # A fresh head answers 500 "No available agent" for a while; a lost reply may hide a
+                # submission that did happen, so look the id up before trying again.
+                if self.status(request.submission_id, request.output) is not None:
+                    return
+                if attempt == tries:
+                    raise
+                log.warning("submitting %s failed (%s); retrying", request.submission_id, e)
+                time.sleep(2.0 * attempt)
 
 
 class InlineRunner:

@@ -165,6 +165,8 @@ class Watcher:
             self.launch(version)
             if self.runner.synchronous:
                 self.reconcile(version, report)
+            else:
+                report.in_flight.append(version.version)
 
     def reserve(self, domain: str, new: list[ObjectInfo], rows: list[dict]) -> Version | None:
         """Write the manifest and the `running` record of the version planned on `new` (before any submit)."""
@@ -214,7 +216,7 @@ class Watcher:
         self._check_lease()
         if status.state == "SUCCEEDED":
             self._record_success(v)
-        elif v.attempt < self.cfg.max_attempts:
+        elif status.state == "FAILED" and v.attempt < self.cfg.max_attempts:  # STOPPED: an operator's call
             v.attempt += 1
             v.job_id = f"sonar-adapt-{v.version}-{v.attempt}"
             v.set_status("running", f"attempt {v.attempt - 1} {status.state}: {status.message}"[:2000])
@@ -238,7 +240,7 @@ class Watcher:
         v.checkpoint, v.metrics = summary["model"], summary.get("metrics", {})
         v.config = {**v.config, "job": summary.get("config", {}), "steps": summary.get("steps")}
         bad = storage.join(v.output, "bad_inputs.json")
-        v.bad_inputs = json.loads(storage.read_bytes(bad)) if storage.exists(bad) else []
+        v.bad_inputs = json.loads(storage.read_bytes(bad))["files"] if storage.exists(bad) else []
         self._decide(v)
 
     def _decide(self, v: Version) -> None:
@@ -268,7 +270,14 @@ class Watcher:
         """`--once`: one poll; with `--wait`, poll until this watcher got the lease and nothing is in
         flight (a crashed holder's lease expires after `lease_ttl`). Else poll every `interval`."""
         while True:
-            report = self.poll()
+            try:
+                report = self.poll()
+            except Exception:
+                if self.cfg.once:
+                    raise  # cron sees a non-zero exit; the next run resumes from the records
+                log.exception("poll failed; retrying in %.0f s", self.cfg.interval)
+                time.sleep(self.cfg.interval)
+                continue
             print(report.to_json(), flush=True)
             if self.cfg.once and not (self.cfg.wait and (report.in_flight or not report.acted)):
                 return

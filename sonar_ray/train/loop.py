@@ -80,11 +80,20 @@ def build_models(cfg: TrainConfig, paths: dict, device: torch.device) -> Models:
             models.teacher = _frozen(beats.load_checkpoint(paths["base"]))
             models.teacher_tokenizer = _frozen(copy.deepcopy(tokenizer))
         if (cfg.codebook_reanchor or cfg.codebook_grow) and not isinstance(tokenizer, RandomProjectionTokenizer):
-            models.codebook = OnlineCodebook(K)
+            models.codebook = OnlineCodebook(K, usage=prior_usage(tokenizer))
     for m in (models.student, models.tokenizer, models.teacher, models.teacher_tokenizer, models.codebook):
         if m is not None:
             m.to(device)
     return models
+
+
+def prior_usage(tokenizer: nn.Module) -> torch.Tensor:
+    """Each code's share of the prior data, from the tokenizer's EMA cluster sizes: codes the prior
+    needs keep their place unless the new stream stops using them for hundreds of steps."""
+    counts = tokenizer.quantize.embedding.cluster_size.detach().float().clamp(min=0)
+    if counts.sum() <= 0:
+        return torch.full_like(counts, 1.0 / counts.numel())
+    return counts / counts.sum()
 
 
 def normalize_fbank(fbank: torch.Tensor) -> torch.Tensor:
@@ -122,7 +131,7 @@ def maybe_grow_codebook(cfg: TrainConfig, models: Models, batch: dict, device) -
     else:
         err_prior = torch.zeros(())  # no prior clips to compare with: grow as asked
     decision = torch.tensor([float(err_new > 1.2 * err_prior)], device=device)
-    added = new_codes(codes, z_new, cfg.codebook_grow, torch.Generator(device="cpu").manual_seed(cfg.seed))
+    added = new_codes(codes, z_new, cfg.codebook_grow, generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
     added = added.to(device)
     broadcast_(decision)
     broadcast_(added)

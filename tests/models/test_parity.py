@@ -166,6 +166,7 @@ def sdpa_vs_fallback(model, fbank, padding_mask=None, positions=None):
     outs = []
     for use_sdpa in (True, False):
         model.use_sdpa = use_sdpa
+        assert all(layer.self_attn.use_sdpa is use_sdpa for layer in model.encoder.layers)
         model.zero_grad()
         x = model.embed(fbank)
         if positions is not None:

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from sonar_ray.models.beats import BEATs, BEATsConfig

@@ -40,7 +40,8 @@ def main() -> None:
     model, tokenizer = storage.join(args.output, "model.pt"), storage.join(args.output, "tokenizer.pt")
     storage.write_bytes_atomic(model, base)
     storage.write_bytes_atomic(tokenizer, base)
-    storage.write_bytes_atomic(storage.join(args.output, "bad_inputs.json"), json.dumps(bad).encode())
+    report = {"total": len(bad), "counts": {}, "files": bad}  # the data layer's bad_inputs.json format
+    storage.write_bytes_atomic(storage.join(args.output, "bad_inputs.json"), json.dumps(report).encode())
     metrics = {} if args.no_evaluate else {"adaptability": 0.5, "forgetting": 0.0}
     summary = {"model": model, "tokenizer": tokenizer, "steps": args.max_steps,
                "config": {"domain": args.domain, "clips": good}, "metrics": metrics}

@@ -1,0 +1,94 @@
+import torch
+import torch.nn.functional as F
+
+from sonar_ray.models.beats import BEATs, BEATsConfig
+from sonar_ray.models.tokenizer import Tokenizer, TokenizerConfig, load_checkpoint, save_checkpoint
+from sonar_ray.objectives.codebook import OnlineCodebook, grow_tokenizer, new_codes
+from sonar_ray.objectives.predictor import LabelPredictor
+from sonar_ray.objectives.tokenizer_training import FeatureEstimator, ema_update, kmeans_init, tokenizer_loss
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    tok = Tokenizer(TokenizerConfig.preset("tiny", dropout=0.0, attention_dropout=0.0))
+    teacher = BEATs(BEATsConfig.preset("tiny")).eval()
+    est = FeatureEstimator(tok.cfg.quant_dim, teacher.cfg.encoder_embed_dim, dim=64, layers=3)
+    return tok, teacher, est
+
+
+def test_kmeans_init_and_ema_keep_unit_codes():
+    emb = Tokenizer(TokenizerConfig.preset("tiny")).quantize.embedding
+    z = F.normalize(torch.randn(500, 16), dim=-1)
+    kmeans_init(emb, z, generator=torch.Generator().manual_seed(0))
+    assert emb.initted.item() == 1
+    torch.testing.assert_close(emb.weight.norm(dim=-1), torch.ones(32))
+    assert emb.cluster_size.sum().item() == 500
+    labels = (z @ emb.weight.T).argmax(-1)
+    before = emb.weight.clone()
+    ema_update(emb, z, labels, decay=0.99)
+    torch.testing.assert_close(emb.weight.norm(dim=-1), torch.ones(32))
+    torch.testing.assert_close(emb.weight, F.normalize(emb.embed_avg, dim=-1))
+    assert not torch.equal(emb.weight, before)
+    # a code that receives nothing keeps its direction; the others move toward their features
+    before = emb.weight.clone()
+    ema_update(emb, z[labels != 0], labels[labels != 0])
+    torch.testing.assert_close(emb.weight[0], before[0])
+    assert not torch.allclose(emb.weight[1:], before[1:])
+
+
+def test_training_step_lowers_loss_on_fixed_batch(fbank_batch):
+    tok, teacher, est = _setup()
+    frame_pad = torch.zeros(fbank_batch.shape[:2], dtype=torch.bool)
+    frame_pad[2, 70:] = True
+    pad = tok.patch_padding_mask(frame_pad, 48)
+    with torch.no_grad():
+        _, layers = teacher.encode(teacher.embed(fbank_batch), pad)
+    target = layers[-1]  # (B, P, D)
+    params = [p for m in (tok, est) for p in m.parameters() if p.requires_grad]
+    assert all(not p.requires_grad for p in tok.quantize.parameters())  # the codebook is EMA-only
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    losses = []
+    for _ in range(40):
+        out = tokenizer_loss(tok, est, fbank_batch, target, pad, frame_pad)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    print(f"tokenizer loss {losses[0]:.3f} -> {losses[-1]:.3f}, coverage {out['label_coverage']:.2f}")
+    assert tok.quantize.embedding.initted.item() == 1
+    assert losses[-1] < 0.5 * losses[0]
+    torch.testing.assert_close(tok.quantize.embedding.weight.norm(dim=-1), torch.ones(32))
+    # the straight-through estimator lets the cosine loss reach the tokenizer's encoder
+    assert tok.patch_embedding.weight.grad.abs().sum() > 0
+    # trained labels come out of the official inference path
+    assert torch.equal(tok.labels_from_fbank(fbank_batch, frame_pad), out["labels"])
+
+
+def test_grow_tokenizer_keeps_old_codes_and_checkpoint_loads(fbank_batch, tmp_path):
+    tok, teacher, est = _setup()
+    with torch.no_grad():
+        _, layers = teacher.encode(teacher.embed(fbank_batch))
+        tokenizer_loss(tok, est, fbank_batch, layers[-1])  # k-means init + one EMA step
+        feats = tok.quantize_input(fbank_batch).flatten(0, 1)  # (N, 16)
+    old = {k: v.clone() for k, v in tok.state_dict().items()}
+    added = new_codes(tok.quantize.embedding.weight, feats, 8, generator=torch.Generator().manual_seed(0))
+    grow_tokenizer(tok, added)
+    emb = tok.quantize.embedding
+    assert tok.cfg.quant_n == 40 and emb.weight.shape == (40, 16)
+    for name in ("weight", "embed_avg", "cluster_size"):
+        assert torch.equal(getattr(emb, name)[:32], old[f"quantize.embedding.{name}"])
+        assert not getattr(emb, name).requires_grad
+    assert torch.equal(tok.quantize.cluster_size[:32], old["quantize.cluster_size"])
+    torch.testing.assert_close(emb.weight[32:], added)
+    labels = tok.labels_from_fbank(fbank_batch)
+    assert labels.max() < 40
+    # the grown state dict loads strictly into a fresh Tokenizer, and survives the official checkpoint
+    fresh = Tokenizer(TokenizerConfig.from_dict(tok.cfg.to_dict()))
+    fresh.load_state_dict(tok.state_dict())
+    save_checkpoint(tok, str(tmp_path / "tok.pt"))
+    assert torch.equal(load_checkpoint(str(tmp_path / "tok.pt")).labels_from_fbank(fbank_batch), labels)
+    # the companions grow alongside
+    pred, online = LabelPredictor(64, 32, dim=32, layers=1), OnlineCodebook(32)
+    pred.grow(8)
+    online.grow(8)
+    assert pred.num_codes == online.usage.numel() == tok.cfg.quant_n

@@ -1,0 +1,99 @@
+"""End to end on the tiny demo corpus with 2 CPU workers of a real local Ray: jobs/pretrain.py's
+stages (the `tiny_base` fixture), then jobs/adapt.py for each method, failures and resumption."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures_train import tiny_adapt_args
+from sonar_ray.models import beats, tokenizer as tokenizer_lib
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _teacher_distance(model_path: str, base_path: str, corpus: str) -> float:
+    """Mean 1 - cos between a model's and the base model's features on a few real clips."""
+    from sonar_ray.data import decode
+
+    model, base = beats.load_checkpoint(model_path), beats.load_checkpoint(base_path)
+    rows = [json.loads(l) for l in (Path(corpus) / "manifests" / "train.jsonl").read_text().splitlines()][:8]
+    waves = [torch.from_numpy(decode((Path(corpus) / r["path"]).read_bytes(), seconds=1.0).wave) for r in rows]
+    x = torch.stack([w[:16000] for w in waves if len(w) >= 16000])
+    with torch.no_grad():
+        a, _ = model.extract_features(x)
+        b, _ = base.extract_features(x)
+    return float((1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean())
+
+
+def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp_path):
+    adapt = _job("adapt")
+    strong = ["--lr", "3e-3", "--warmup-steps", "1", "--max-steps", "6", "--no-evaluate"]
+    sonar = adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "sonar"), *strong,
+                                       "--lambda-model", "20", "--codebook-grow", "4"))
+    dcpt = adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "dcpt"), *strong, "--method", "dcpt"))
+
+    for run in (sonar, dcpt):
+        assert run["steps"] == 6
+        ck = torch.load(run["model"], weights_only=True)  # the official format, nothing else
+        assert set(ck) == {"cfg", "model"} and all(torch.is_tensor(v) for v in ck["model"].values())
+        beats.load_checkpoint(run["model"])
+        for name in ("summary.json", "metrics.jsonl", "bad_inputs.json", "tokenizer.pt", "predictor.pt"):
+            assert (Path(run["output"]) / name).exists(), name
+    assert dcpt["final_metrics"]["replay_share"] == 0.0 and sonar["final_metrics"]["replay_share"] == 0.5
+    assert "loss_model" in sonar["final_metrics"] and "loss_model" not in dcpt["final_metrics"]
+    # SONAR grew the tokenizer by 4 codes (the new domain is quantized worse than the prior).
+    base_codes = tokenizer_lib.load_checkpoint(str(Path(tiny_base).parent / "tokenizer.pt")).cfg.quant_n
+    assert tokenizer_lib.load_checkpoint(sonar["tokenizer"]).cfg.quant_n == base_codes + 4
+    assert tokenizer_lib.load_checkpoint(dcpt["tokenizer"]).cfg.quant_n == base_codes
+    d_sonar = _teacher_distance(sonar["model"], tiny_base, tiny_corpus)
+    d_dcpt = _teacher_distance(dcpt["model"], tiny_base, tiny_corpus)
+    assert d_sonar < d_dcpt, (d_sonar, d_dcpt)
+
+
+def test_killed_worker_restarts_from_checkpoint_and_resume_is_harmless(tiny_corpus, tiny_base, tmp_path, monkeypatch):
+    adapt = _job("adapt")
+    out = tmp_path / "run"
+    monkeypatch.setenv("SONAR_INJECT_FAILURE_AT_STEP", "3")
+    first = adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--max-steps", "6", "--no-evaluate"))
+    assert (out / ".injected_failure").exists()  # the worker really died at step 3
+    assert first["steps"] == 6
+    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6 and 3 in steps  # step 3 was retrained after the restart from step 2
+    weights = beats.load_checkpoint(first["model"]).state_dict()
+
+    monkeypatch.delenv("SONAR_INJECT_FAILURE_AT_STEP")
+    with pytest.raises(FileExistsError, match="--resume"):
+        adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--max-steps", "6", "--no-evaluate"))
+    again = adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--max-steps", "6", "--no-evaluate",
+                                       "--resume"))
+    assert again["steps"] == 6
+    after = beats.load_checkpoint(again["model"]).state_dict()
+    assert all(torch.equal(weights[k], after[k]) for k in weights)
+
+
+def test_bad_inputs_fail_before_any_worker_starts(tiny_corpus, tiny_base, tmp_path):
+    adapt = _job("adapt")
+    with pytest.raises(FileNotFoundError, match="base checkpoint"):
+        adapt.main(tiny_adapt_args(tiny_corpus, str(tmp_path / "missing.pt"), str(tmp_path / "a")))
+    wrong = tmp_path / "wrong.pt"
+    ck = torch.load(tiny_base, weights_only=True)
+    ck["model"]["encoder.layer_norm.weight"] = torch.zeros(3)
+    torch.save(ck, wrong)
+    with pytest.raises(ValueError, match="encoder.layer_norm.weight"):
+        adapt.main(tiny_adapt_args(tiny_corpus, str(wrong), str(tmp_path / "b")))
+    with pytest.raises(ValueError, match="no rows for domain"):
+        adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "c"), "--domain", "no-such-domain"))
+    assert not (tmp_path / "b" / "ray").exists() and not (tmp_path / "c" / "ray").exists()
