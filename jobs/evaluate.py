@@ -16,7 +16,7 @@ from sonar_ray import config
 from sonar_ray.eval.cache import DEFAULT_CACHE_DIR
 from sonar_ray.eval.embeddings import EmbeddingSpec
 from sonar_ray.eval.probes import ProbeConfig
-from sonar_ray.eval.report import markdown, summarize, write_report
+from sonar_ray.eval.report import markdown, noise_warning, summarize, write_report
 from sonar_ray.eval.suite import evaluate_models
 from sonar_ray.eval.tasks import load_tasks
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     outputs = write_report(table, summary, cfg.output, domain,
                            meta={"config": config.to_dict(cfg), "probe": config.to_dict(probe)})
     shown = ["model", "domain", "task", "score", "score_std", "accuracy", "macro_f1", "n_test"]
-    print(markdown(table[shown]), "\n", markdown(summary), "\n", sep="")
+    print(markdown(table[shown]), "\n", markdown(summary), "\n", noise_warning(table), "\n", sep="")
     for what, uri in outputs.items():
         print(f"{what:>16}: {uri}")
     return outputs

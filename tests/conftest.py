@@ -82,8 +82,12 @@ def s3_bucket(s3_server, request):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One embedded local Ray cluster shared by the tests that need it."""
+def ray_local(s3_server):
+    """One embedded local Ray cluster shared by the tests that need it.
+
+    Depends on `s3_server`: Ray workers keep the environment the cluster started with, so the
+    AWS_* variables of the test S3 server must be set before Ray starts.
+    """
     import ray
 
     from sonar_ray.cluster import init_ray
@@ -105,22 +109,28 @@ def ray_head(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={free_port()}",
+         f"--metrics-export-port={free_port()}", "--num-cpus=4",
          "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}" if len(str(tmp_path)) < 60 else "--temp-dir=/tmp/ray-test"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{dash}"
     try:
         from ray.job_submission import JobSubmissionClient
 
-        deadline = time.time() + 90
+        # Ready = a no-op job runs to completion (the dashboard answers before its job agent does).
+        deadline = time.time() + 120
+        job = None
         while True:
             try:
-                JobSubmissionClient(url).list_jobs()
-                break
+                client = JobSubmissionClient(url)
+                job = job or client.submit_job(entrypoint="true")
+                if client.get_job_status(job).is_terminal():
+                    break
             except Exception:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("ray head node did not come up")
-                time.sleep(1)
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("ray head node did not come up")
+            time.sleep(1)
         yield {"gcs_address": f"127.0.0.1:{port}", "dashboard_url": url}
     finally:
         os.killpg(proc.pid, 15)

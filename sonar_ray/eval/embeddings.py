@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode
+from sonar_ray.data.decode import BadAudio, decode
 from sonar_ray.data.fetch import fetch_bytes
 
 FRAME_LENGTH, FRAME_SHIFT = 400, 160  # samples (25 ms / 10 ms at 16 kHz), Kaldi fbank with snip_edges

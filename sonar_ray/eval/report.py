@@ -13,6 +13,19 @@ from sonar_ray import storage
 from sonar_ray.eval.metrics import adaptation_summary
 from sonar_ray.eval.suite import task_scores
 
+# Below this many test clips a task's score moves by ~0.1 between model seeds (SCIENCE-NOTES.md).
+MIN_RELIABLE_TEST_CLIPS = 100
+
+
+def noise_warning(table: pd.DataFrame) -> str:
+    """One line naming the tasks too small to call differences of ~0.1 real ("" if none)."""
+    small = table.loc[table["n_test"] < MIN_RELIABLE_TEST_CLIPS, ["domain", "task"]].drop_duplicates()
+    if small.empty:
+        return ""
+    names = ", ".join(small["domain"] + "/" + small["task"])
+    return (f"Warning: fewer than {MIN_RELIABLE_TEST_CLIPS} test clips in {names}: differences of ~0.1 can be "
+            f"probe noise; use more clips, --repeats and several training seeds before calling one real.")
+
 
 def summarize(table: pd.DataFrame, domain: str | None, base: str | None, prior_domain: str = "prior") -> pd.DataFrame:
     """One row per model: mean primary score per domain; with `domain` and `base` also adaptability
@@ -101,7 +114,8 @@ def write_report(table: pd.DataFrame, summary: pd.DataFrame, output: str, domain
     table.to_parquet(buf, index=False)
     storage.write_bytes_atomic(out["results.parquet"], buf.getvalue())
     storage.write_bytes_atomic(out["summary.csv"], summary.to_csv(index=False).encode())
-    md = f"# Linear-probe evaluation\n\n## Summary\n\n{markdown(summary)}\n\n## Per task\n\n{markdown(table)}\n"
+    md = (f"# Linear-probe evaluation\n\n{noise_warning(table)}\n\n## Summary\n\n{markdown(summary)}\n\n"
+          f"## Per task\n\n{markdown(table)}\n")
     storage.write_bytes_atomic(out["report.md"], md.encode())
     payload = {**meta, "summary": summary.to_dict(orient="records"), "results": table.to_dict(orient="records")}
     storage.write_bytes_atomic(out["summary.json"], json.dumps(payload, indent=2, default=float).encode())

@@ -45,6 +45,7 @@ def test_evaluate_writes_tables_and_plots(probe_corpus, checkpoints, tmp_path):
     meta = json.loads((out / "summary.json").read_text())
     assert meta["config"]["repeats"] == 2 and len(meta["results"]) == 6
     assert str(out / "report.md") in proc.stdout  # says where the outputs went
+    assert "fewer than 100 test clips" in proc.stdout  # small test splits are flagged as noisy
 
 
 @pytest.mark.parametrize("args, message", [

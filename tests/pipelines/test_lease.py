@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from sonar_ray import storage
 from sonar_ray.pipelines.cas import cas_object
 from sonar_ray.pipelines.lease import Lease, LeaseLost
-
-import pytest
 
 
 def test_create_only_if_absent_and_replace_only_if_unchanged(root):

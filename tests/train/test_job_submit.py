@@ -1,0 +1,30 @@
+"""`ray job submit -- python jobs/adapt.py ...` against a real head node started by the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fixtures_train import tiny_adapt_args
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def test_adapt_runs_through_ray_job_submit(ray_head, tiny_corpus, tiny_base, tmp_path):
+    out = tmp_path / "submitted"
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    cmd = [ray_bin, "job", "submit", "--address", ray_head["dashboard_url"], "--",
+           sys.executable, str(REPO / "jobs" / "adapt.py"), *tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--no-evaluate")]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout.lower()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and Path(summary["model"]).exists()

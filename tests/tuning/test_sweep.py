@@ -1,0 +1,88 @@
+"""tuning/sweep.py: argument handling, the Pareto front, and a tiny real sweep (Ray Tune + nested Ray Train)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fixtures_train import tiny_adapt_args
+from sonar_ray.config import parse_cli
+from sonar_ray.train.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+from tuning import sweep  # noqa: E402
+
+
+def test_flags_before_the_separator_configure_the_search_after_it_the_run():
+    cfg, adapt = sweep.parse_args(["--num-samples", "3", "--alpha", "0.5", "--", "--domain", "music", "--max-steps", "6"])
+    assert (cfg.num_samples, cfg.alpha, cfg.rungs) == (3, 0.5, 2)
+    assert parse_cli(TrainConfig, adapt).domain == "music"
+    smoke, adapt = sweep.parse_args(["--smoke", "--num-samples", "2"])
+    assert smoke.smoke and smoke.num_samples == 2  # explicit flags win over the smoke defaults
+    assert parse_cli(TrainConfig, adapt).max_steps == 8
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["--max-steps", "6"])  # an adapt flag on the sweep's side of `--`
+    with pytest.raises(ValueError):
+        sweep.parse_args(["--replay-ratio", "0.8", "0.2"])
+
+
+def test_rungs_split_the_step_budget():
+    assert sweep.rung_steps(8, 2) == [4, 8]
+    assert sweep.rung_steps(10, 3) == [3, 6, 10]
+    assert sweep.rung_steps(5, 1) == [5]
+    with pytest.raises(ValueError):
+        sweep.rung_steps(2, 3)
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_trials():
+    df = pd.DataFrame({"trial": list("abcdef"),
+                       "adaptability": [0.9, 0.8, 0.7, 0.85, 0.6, 0.9],
+                       "forgetting":   [0.3, 0.1, 0.0, 0.2, 0.0, 0.35]})
+    # e (0.6, 0.0) loses to c; f loses to a on forgetting at equal adaptability.
+    assert list(sweep.pareto_front(df)["trial"]) == ["c", "b", "d", "a"]
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["--output", str(out), "--num-samples", "2", "--rungs", "2", "--alpha", "1.0",
+            "--", *tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "unused"))]  # 4 steps: rungs at 2 and 4
+    result = sweep.main(argv)
+
+    table = pd.read_csv(out / "trials.csv")
+    assert len(table) == 2 and set(table["status"]) <= {"complete", "stopped"}
+    done = table[table["status"] == "complete"]
+    assert len(done) >= 1  # the first trial to reach a rung always goes on
+    assert (done["steps"] == 4).all() and (table.loc[table["status"] == "stopped", "steps"] == 2).all()
+    for row in table.itertuples():
+        assert row.objective == pytest.approx(row.adaptability - row.forgetting)
+        rung_config = out / "trials" / row.trial / f"rung-{row.rung}" / "config.json"
+        assert parse_cli(TrainConfig, ["--config", str(rung_config)]).max_steps == row.steps
+    assert (out / "trials.md").read_text().startswith("| trial | status |")
+
+    front = pd.read_csv(out / "pareto.csv")
+    assert set(front["trial"]) <= set(done["trial"]) and len(front) >= 1
+    for p in front.itertuples():  # no completed trial beats a front member on both axes
+        assert not ((done["adaptability"] >= p.adaptability) & (done["forgetting"] <= p.forgetting)
+                    & ((done["adaptability"] > p.adaptability) | (done["forgetting"] < p.forgetting))).any()
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    best = done.loc[done["objective"].idxmax()]
+    assert result["recommended_trial"] == best["trial"]
+    recommended = parse_cli(TrainConfig, ["--config", str(out / "recommended.json")])
+    assert (recommended.replay_ratio, recommended.lambda_tok, recommended.lambda_model) == pytest.approx(
+        (best["replay_ratio"], best["lambda_tok"], best["lambda_model"]))
+    assert recommended.max_steps == 4 and recommended.base == tiny_base and recommended.output is None
+
+    # Same output again: refused without --resume; with it, Tuner.restore finds the finished sweep (no new fits).
+    first = json.loads((out / "recommended.json").read_text())
+    with pytest.raises(FileExistsError):
+        sweep.main(argv)
+    again = sweep.main([*argv[:argv.index("--")], "--resume", *argv[argv.index("--"):]])
+    assert again["recommended_trial"] == result["recommended_trial"]
+    assert json.loads((out / "recommended.json").read_text()) == first

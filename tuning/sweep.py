@@ -1,0 +1,283 @@
+"""Search SONAR's knobs (replay ratio, distillation weights, ...) with Ray Tune; report the Pareto front.
+
+    python tuning/sweep.py --smoke --output outputs/sweep-smoke          # tiny demo, 2 CPUs, a few minutes
+    python tuning/sweep.py --output s3://bucket/sweeps/speech --num-samples 64 --max-concurrent-trials 8 \
+        -- --domain speech --data s3://... --prior s3://... --base s3://.../model.pt --num-workers 4 --use-gpu
+    python tuning/sweep.py --output outputs/sweep-smoke --smoke --resume  # continue an interrupted sweep
+
+Flags before `--` configure the search; flags after it (or `--config FILE`) are jobs/adapt.py flags for
+the base run every trial starts from. A trial is that run with the sampled knobs, trained in `rungs`
+stages of max_steps * r / rungs steps (each a complete, fresh adaptation, as `jobs/adapt.py` would run
+it), each evaluated with linear probes and reported to Tune as `objective = adaptability - alpha *
+forgetting`. OptunaSearch (TPE) proposes knobs, ASHA stops trials whose objective is poor at an early
+rung. After the search: trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats
+on both adaptability and forgetting), pareto.png, and recommended.json (the completed trial with the best
+objective, as a jobs/adapt.py --config file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from sonar_ray import storage
+from sonar_ray.cluster import init_ray
+from sonar_ray.config import from_dict, parse_cli, save, to_dict
+from sonar_ray.train import artifacts
+from sonar_ray.train.config import TrainConfig
+
+if __name__ != "__main__":  # imported (tests, notebooks): Tune's actors get this file's code by value, not by import
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+EXPERIMENT = "tune"  # Tune's folder under --output; fixed, so --resume finds it
+REPORTED = ("adaptability", "forgetting", "objective", "adaptability_base", "adaptability_gain",
+            "forgetting_relative", "prior_base", "prior_adapted")
+
+
+@dataclass
+class SweepConfig:
+    """Ray Tune search over SONAR's knobs; flags after `--` are jobs/adapt.py flags of the base run."""
+
+    output: str = field(default="outputs/sweep", metadata={"help": "output folder/URI (shared by all nodes on a cluster)"})
+    smoke: bool = field(default=False, metadata={"help": "tiny demo corpus + tiny base model, 4 short trials (2 CPUs)"})
+    num_samples: int = field(default=16, metadata={"help": "trials"})
+    rungs: int = field(default=2, metadata={"help": "evaluations per trial (at max_steps*r/rungs steps); 1 = no early stopping"})
+    reduction_factor: int = field(default=2, metadata={"help": "ASHA: a trial goes on only if in the best 1/rf at its rung"})
+    alpha: float = field(default=1.0, metadata={"help": "objective = adaptability - alpha * forgetting"})
+    replay_ratio: list[float] = field(default_factory=lambda: [0.0, 0.8], metadata={"help": "search range [low, high]"})
+    lambda_tok: list[float] = field(default_factory=lambda: [0.0, 2.0], metadata={"help": "search range [low, high]"})
+    lambda_model: list[float] = field(default_factory=lambda: [0.0, 2.0], metadata={"help": "search range [low, high]"})
+    codebook_grow: list[int] = field(default_factory=list, metadata={"help": "choices to search (none: the base run's value)"})
+    replay_policy: list[str] = field(default_factory=list, metadata={"help": "choices to search among uniform, relevance"})
+    cpus_per_trial: float = field(default=0.5, metadata={"help": "CPUs of a trial's own process (evaluation); Train workers reserve theirs"})
+    max_concurrent_trials: int = field(default=1, metadata={"help": "trials running at once"})
+    seed: int = field(default=0, metadata={"help": "seed of the search algorithm"})
+    resume: bool = field(default=False, metadata={"help": "continue the sweep found in --output (Tuner.restore)"})
+    ray_address: str | None = field(default=None, metadata={"help": "Ray cluster address (default: $RAY_ADDRESS or a local Ray)"})
+
+    def __post_init__(self):
+        for name in ("replay_ratio", "lambda_tok", "lambda_model"):
+            low, high = getattr(self, name)  # exactly two values
+            if low > high:
+                raise ValueError(f"--{name.replace('_', '-')}: low {low} > high {high}")
+        if self.rungs < 1 or self.num_samples < 1 or self.reduction_factor < 2:
+            raise ValueError("rungs and num_samples must be >= 1, reduction_factor >= 2")
+
+
+SMOKE_SWEEP = ["--num-samples", "4", "--rungs", "2"]
+SMOKE_RUN = ["--domain", "speech", "--max-steps", "8", "--checkpoint-every", "8", "--log-every", "4",
+             "--clip-seconds", "1.0", "--batch-size", "4", "--num-workers", "1", "--no-wandb"]
+
+
+def parse_args(argv: list[str] | None) -> tuple[SweepConfig, list[str]]:
+    """Sweep flags before `--`, adapt flags after it; --smoke puts its defaults before both (flags win)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    sweep_argv, adapt_argv = argv[:cut], argv[cut + 1:]
+    if "--smoke" in sweep_argv:
+        sweep_argv, adapt_argv = SMOKE_SWEEP + sweep_argv, SMOKE_RUN + adapt_argv
+    return parse_cli(SweepConfig, sweep_argv, description=__doc__), adapt_argv
+
+
+def smoke_inputs() -> list[str]:
+    """The tiny demo corpus and a tiny base model pre-trained on it (both built once under $SONAR_HOME)."""
+    from sonar_ray.train.inputs import demo_corpus, sonar_home
+    from sonar_ray.train.pretrain import PretrainConfig, pretrain
+
+    corpus = demo_corpus("tiny")
+    out = sonar_home() / "base-tiny-smoke"
+    if not (out / artifacts.MODEL).exists():
+        print(f"pre-training the tiny smoke base model in {out} (once)", flush=True)
+        pretrain(PretrainConfig(data=corpus, output=str(out), preset="tiny", iter1_steps=8, tokenizer_steps=8,
+                                iter2_steps=8, tokenizer_codes=64, batch_size=4, clip_seconds=1.0, num_workers=1,
+                                wandb=False, resume=True))
+    return ["--data", corpus, "--prior", corpus, "--probes", corpus, "--base", str(out / artifacts.MODEL)]
+
+
+def search_space(cfg: SweepConfig) -> dict:
+    from ray import tune
+
+    space = {name: tune.uniform(*getattr(cfg, name)) for name in ("replay_ratio", "lambda_tok", "lambda_model")}
+    if cfg.codebook_grow:
+        space["codebook_grow"] = tune.choice(cfg.codebook_grow)
+    if cfg.replay_policy:
+        space["replay_policy"] = tune.choice(cfg.replay_policy)
+    return space
+
+
+def rung_steps(max_steps: int, rungs: int) -> list[int]:
+    steps = [max_steps * r // rungs for r in range(1, rungs + 1)]
+    if steps[0] < 1:
+        raise ValueError(f"--max-steps {max_steps} is too few for {rungs} rungs")
+    return steps
+
+
+# --- one trial (runs in a Tune actor) ------------------------------------------------------------------
+
+
+def adapt_and_evaluate(cfg: TrainConfig) -> dict:
+    """What jobs/adapt.py does (resolve -> data -> fit -> compare), skipping the fit when `cfg.output`
+    already holds its model (a restored trial redoes only what it had not finished)."""
+    from sonar_ray.data import prepare_data, write_bad_input_report
+    from sonar_ray.eval.suite import compare
+    from sonar_ray.train import inputs
+    from sonar_ray.train.driver import check_inputs, fit
+
+    cfg, paths = inputs.resolve(cfg)
+    model = storage.join(cfg.output, artifacts.MODEL)
+    if not storage.exists(model):
+        save(replace(cfg, resume=False), storage.join(cfg.output, "config.json"))  # jobs/adapt.py --config FILE
+        check_inputs(cfg, paths)
+        data_cfg = inputs.data_config(cfg)
+        prepared = prepare_data(data_cfg)
+        write_bad_input_report(cfg.output, prepared.bad)
+        model = fit(cfg, paths, data_cfg, prepared).model
+    metrics = compare(cfg.base, model, cfg.probes, cfg.domain)
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def run_trial(params: dict, setup: dict) -> None:
+    """Tune function trainable: train the base run with `params` rung by rung, report after each rung."""
+    from ray import tune
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = bool(os.environ.get("SONAR_PROGRESS"))  # as init_ray does
+    base = from_dict(TrainConfig, setup["base"])
+    trial_dir = storage.join(setup["trials"], tune.get_context().get_trial_id())
+    for rung, steps in enumerate(rung_steps(base.max_steps, setup["rungs"]), start=1):
+        cfg = replace(base, **params, max_steps=steps, output=storage.join(trial_dir, f"rung-{rung}"), resume=True)
+        m = adapt_and_evaluate(cfg)
+        m["objective"] = m["adaptability"] - setup["alpha"] * m["forgetting"]
+        tune.report({"rung": rung, "steps": steps, **{k: m[k] for k in REPORTED}})
+
+
+# --- the search (driver) -------------------------------------------------------------------------------
+
+
+def build_tuner(cfg: SweepConfig, base: TrainConfig):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    setup = {"base": to_dict(base), "trials": storage.join(cfg.output, "trials"), "rungs": cfg.rungs, "alpha": cfg.alpha}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": cfg.cpus_per_trial})
+    path = storage.join(cfg.output, EXPERIMENT)
+    if tune.Tuner.can_restore(path):
+        if not cfg.resume:
+            raise FileExistsError(f"{path} already holds a sweep: pass --resume to continue it, or choose another --output")
+        print(f"[sweep] resuming {path}", flush=True)
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    scheduler = None
+    if cfg.rungs > 1:  # stop poor trials after their first rung
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.rungs, grace_period=1,
+                                  reduction_factor=cfg.reduction_factor)
+    return tune.Tuner(
+        trainable, param_space=search_space(cfg),
+        tune_config=tune.TuneConfig(metric="objective", mode="max", num_samples=cfg.num_samples,
+                                    search_alg=OptunaSearch(sampler=optuna.samplers.TPESampler(seed=cfg.seed)),
+                                    scheduler=scheduler, max_concurrent_trials=cfg.max_concurrent_trials,
+                                    trial_name_creator=lambda t: t.trial_id, trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=cfg.output))
+
+
+def trials_table(results, rungs: int) -> pd.DataFrame:
+    """One row per trial: knobs, status (complete | stopped | error), metrics of its last rung."""
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        status = "error" if r.error else ("complete" if m.get("rung") == rungs else "stopped")
+        rows.append({"trial": r.path.rstrip("/").rsplit("/", 1)[-1], "status": status, **r.config,
+                     **{k: m.get(k, float("nan")) for k in ("rung", "steps", *REPORTED)}})
+    return pd.DataFrame(rows).sort_values("objective", ascending=False, na_position="last", ignore_index=True)
+
+
+def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows no other row beats on both axes (adaptability higher, forgetting lower; at least one strictly)."""
+    a, f = df["adaptability"].to_numpy(), df["forgetting"].to_numpy()
+    keep = [not ((a >= a[i]) & (f <= f[i]) & ((a > a[i]) | (f < f[i]))).any() for i in range(len(df))]
+    return df[keep].sort_values("forgetting", ignore_index=True)
+
+
+def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: float) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done, stopped = table[table["status"] == "complete"], table[table["status"] == "stopped"]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(stopped["forgetting"], stopped["adaptability"], facecolors="none", edgecolors="0.6",
+               label=f"stopped early ({len(stopped)})")
+    ax.scatter(done["forgetting"], done["adaptability"], color="tab:blue", alpha=0.6, label=f"completed ({len(done)})")
+    ax.step(front["forgetting"], front["adaptability"], where="post", color="tab:red", lw=1.5)
+    ax.scatter(front["forgetting"], front["adaptability"], color="tab:red", zorder=3, label=f"Pareto front ({len(front)})")
+    ax.scatter([best["forgetting"]], [best["adaptability"]], marker="*", s=250, color="gold", edgecolors="k",
+               zorder=4, label=f"recommended (max adapt. - {alpha:g} x forg.)")
+    ax.scatter([0.0], [best["adaptability_base"]], marker="s", color="k", label="base model")
+    ax.set_xlabel("forgetting (prior tasks, base - adapted; lower is better)")
+    ax.set_ylabel("adaptability (new-domain probe score)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_outputs(cfg: SweepConfig, base: TrainConfig, table: pd.DataFrame) -> dict:
+    from sonar_ray.eval.report import markdown
+
+    done = table[table["status"] == "complete"]
+    if done.empty:
+        raise RuntimeError(f"no trial completed; see {storage.join(cfg.output, EXPERIMENT)}:\n{markdown(table)}")
+    front = pareto_front(done)
+    best = front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]  # native Python values
+    recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False)
+    files = {"trials.csv": table.to_csv(index=False).encode(), "trials.md": (markdown(table) + "\n").encode(),
+             "pareto.csv": front.to_csv(index=False).encode(),
+             "pareto.png": pareto_plot(table, front, best, cfg.alpha),
+             "recommended.json": json.dumps(to_dict(recommended), indent=2, sort_keys=True).encode()}
+    for name, data in files.items():
+        storage.write_bytes_atomic(storage.join(cfg.output, name), data)
+    return {"output": cfg.output, "trials": table, "pareto": front, "recommended_trial": best["trial"],
+            "recommended": storage.join(cfg.output, "recommended.json")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from sonar_ray.eval.report import markdown
+    from sonar_ray.train import inputs
+
+    cfg, adapt_argv = parse_args(argv)
+    if not storage.is_remote(cfg.output):
+        cfg = replace(cfg, output=str(Path(cfg.output).resolve()))
+    init_ray(cfg.ray_address)
+    if cfg.smoke:
+        adapt_argv = smoke_inputs() + adapt_argv
+    base, _ = inputs.resolve(parse_cli(TrainConfig, adapt_argv))  # demo corpus / base model when not given
+    rung_steps(base.max_steps, cfg.rungs)  # fail early on too few steps
+    print(f"[sweep] {cfg.num_samples} trials x {cfg.rungs} rungs (up to {base.max_steps} steps) of {base.method} "
+          f"on {base.domain!r}: {json.dumps(asdict(cfg))}", flush=True)
+
+    results = build_tuner(cfg, base).fit()
+    table = trials_table(results, cfg.rungs)
+    out = write_outputs(cfg, base, table)
+    print("\n" + markdown(out["pareto"]) + f"\n\n[sweep] recommended trial {out['recommended_trial']}: "
+          f"{out['recommended']}  (python jobs/adapt.py --config {out['recommended']} --output DIR)", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
