@@ -138,15 +138,15 @@ class Runner:
         log(f"done {run['id']}: {run['job_seconds']}s, {run['samples_seen']} samples")
         return run
 
-    def pretrain_run(self, run_id: str, data: str, domain: str, seed: int) -> dict:
-        """jobs/pretrain.py (iteration 1, tokenizer, iteration 2) from random init."""
+    def pretrain_run(self, run_id: str, data: str, seed: int) -> dict:
+        """jobs/pretrain.py (iteration 1, tokenizer, iteration 2) from random init on `data`'s prior rows."""
         c, out = self.cfg, storage.join(self.work, "runs", run_id)
         if (done := self._done(out)) is not None:
             return done
-        log(f"pre-train {run_id} on {domain or 'all rows of ' + data}")
+        log(f"pre-train {run_id} on {data}")
         t0 = time.time()
         files = self.pretrain.main([
-            "--data", data, "--domain", domain, "--output", out, "--preset", c.preset, "--seed", str(seed),
+            "--data", data, "--domain", "prior", "--output", out, "--preset", c.preset, "--seed", str(seed),
             "--iter1-steps", str(c.pretrain_iter1_steps), "--tokenizer-steps", str(c.pretrain_tokenizer_steps),
             "--iter2-steps", str(c.pretrain_iter2_steps), "--tokenizer-codes", str(c.tokenizer_codes),
             "--lr", str(c.pretrain_lr), "--batch-size", str(c.batch_size), "--clip-seconds", str(c.clip_seconds),
@@ -213,7 +213,7 @@ def train_all(cfg: ReplicateConfig, corpus: str) -> dict[str, dict]:
         base = {"id": "base", "method": "base", "model": cfg.base, "samples_seen": None, "job_seconds": None,
                 "worker_seconds": None}
     else:
-        base = r.pretrain_run("base", corpus, "prior", 0)
+        base = r.pretrain_run("base", corpus, 0)
     runs["base"] = base
     runs["random_init"] = {"id": "random_init", "method": "random_init", "model": random_init_model(cfg, base["model"]),
                            "samples_seen": 0, "job_seconds": 0, "worker_seconds": 0}
@@ -224,8 +224,10 @@ def train_all(cfg: ReplicateConfig, corpus: str) -> dict[str, dict]:
                 runs[f"{method}/{domain}-s{seed}"] = r.adapt_run(f"{method}/{domain}-s{seed}", method, domain, seed,
                                                                  base["model"], corpus)
             if SCRATCH in cfg.methods and seed in cfg.scratch_seeds:
-                data = r.manifest(f"prior+{domain}", {"prior": "prior", domain: domain})
-                runs[f"{SCRATCH}/{domain}-s{seed}"] = r.pretrain_run(f"{SCRATCH}/{domain}-s{seed}", data, "", seed)
+                # Both domains' rows labelled "prior": pre-training reads one domain (its "" = all rows is
+                # overridden by data_config's fallback to the run's domain).
+                data = r.manifest(f"prior+{domain}", {"prior": "prior", domain: "prior"})
+                runs[f"{SCRATCH}/{domain}-s{seed}"] = r.pretrain_run(f"{SCRATCH}/{domain}-s{seed}", data, seed)
     for seed in cfg.sequence_seeds:
         for method in cfg.sequence_methods:
             model, seen = base["model"], ["prior"]

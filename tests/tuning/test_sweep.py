@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,3 +88,20 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
     again = sweep.main([*argv[:argv.index("--")], "--resume", *argv[argv.index("--"):]])
     assert again["recommended_trial"] == result["recommended_trial"]
     assert json.loads((out / "recommended.json").read_text()) == first
+
+
+@pytest.mark.slow
+def test_sweep_runs_through_ray_job_submit(ray_head, tiny_corpus, tiny_base, tmp_path):
+    out = tmp_path / "submitted"
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    cmd = [ray_bin, "job", "submit", "--address", ray_head["dashboard_url"], "--",
+           sys.executable, str(REPO / "tuning" / "sweep.py"), "--output", str(out), "--num-samples", "1", "--rungs", "1",
+           "--", *tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "unused"), "--max-steps", "2")]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout.lower()
+    table = pd.read_csv(out / "trials.csv")
+    assert list(table["status"]) == ["complete"] and list(table["steps"]) == [2]
+    assert parse_cli(TrainConfig, ["--config", str(out / "recommended.json")]).max_steps == 2
