@@ -94,6 +94,7 @@ class ReplicateConfig:
     log_every: int = field(default=25, metadata={"help": "steps between metric reports"})
     eval_split: str = field(default="test", metadata={"help": "valid (protocol design) | test (final)", "choices": ("valid", "test")})
     probe_repeats: int = field(default=1, metadata={"help": "probe bootstrap repeats"})
+    train: bool = field(default=True, metadata={"help": "train missing runs (--no-train: report the finished ones)"})
     ray_address: str | None = field(default=None, metadata={"help": "Ray cluster (default: $RAY_ADDRESS or local)"})
 
 
@@ -118,78 +119,108 @@ def log(msg: str) -> None:
     print(f"[replicate {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# ---- runs ---------------------------------------------------------------------------------------
+# ---- the plan -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One model to train: jobs/pretrain.py ("pretrain") or jobs/adapt.py ("adapt") into work/runs/<id>."""
+
+    id: str
+    kind: str
+    method: str
+    seed: int
+    data: str               # pretrain: training rows ("prior"-labelled); adapt: replay (prior) source
+    domain: str = "prior"   # adapt: the new domain
+    base: str | None = None  # adapt: starting model.pt
+
+    def output(self, work: str) -> str:
+        return storage.join(work, "runs", self.id)
+
+
+def write_manifest(work: str, corpus: str, name: str, domains: dict[str, str]) -> str:
+    """A train manifest of the corpus rows of `domains` ({domain: label to give them}), absolute URIs."""
+    from sonar_ray.data import load_source
+
+    uri = storage.join(work, "manifests", f"{name}.jsonl")
+    if not storage.exists(uri):
+        rows = pd.concat([load_source(corpus, d).assign(domain=label) for d, label in domains.items()])
+        lines = [json.dumps({"path": u, "domain": d, "duration": float(t)})
+                 for u, d, t in zip(rows["uri"], rows["domain"], rows["duration"])]
+        storage.write_bytes_atomic(uri, ("\n".join(lines) + "\n").encode())
+    return uri
+
+
+def plan(cfg: ReplicateConfig, corpus: str, base_model: str) -> list[Run]:
+    """Every run, seed by seed (so a stopped run leaves complete seeds), then the streams."""
+    runs = []
+    for seed in cfg.seeds:
+        for domain in cfg.domains:
+            runs += [Run(f"{m}/{domain}-s{seed}", "adapt", m, seed, corpus, domain, base_model)
+                     for m in cfg.methods if m != SCRATCH]
+            if SCRATCH in cfg.methods and seed in cfg.scratch_seeds:
+                # Both domains' rows labelled "prior": pre-training reads one domain (its "" = all rows is
+                # overridden by data_config's fallback to the run's domain).
+                data = write_manifest(cfg.work, corpus, f"prior+{domain}", {"prior": "prior", domain: "prior"})
+                runs.append(Run(f"{SCRATCH}/{domain}-s{seed}", "pretrain", SCRATCH, seed, data))
+    for seed in cfg.sequence_seeds:
+        for method in cfg.sequence_methods:
+            model, seen = base_model, ["prior"]
+            for i, domain in enumerate(cfg.sequence):
+                # SONAR replays the prior data and every domain adapted to before this stage.
+                replay = corpus if i == 0 else write_manifest(cfg.work, corpus, "replay-" + "+".join(seen[1:]),
+                                                              {d: "prior" for d in seen})
+                run = Run(f"{method}/{domain}-s{seed}" if i == 0 else f"seq-{method}-s{seed}/{i}-{domain}",
+                          "adapt", method, seed, replay, domain, model)
+                runs.append(run)
+                model = storage.join(run.output(cfg.work), "model.pt")
+                seen.append(domain)
+    return list({r.id: r for r in runs}.values())  # a stream's stage 0 is the single-domain run
+
+
+# ---- training -----------------------------------------------------------------------------------
 
 
 class Runner:
-    """Trains the models (skipping done ones) and records each run's compute in <output>/run.json."""
+    """Trains one run through the user-facing job, in-process, and records its compute in run.json."""
 
     def __init__(self, cfg: ReplicateConfig, corpus: str):
-        self.cfg, self.corpus, self.work = cfg, corpus, cfg.work
+        self.cfg, self.corpus = cfg, corpus
         self.adapt, self.pretrain = _job("adapt"), _job("pretrain")
 
-    def _done(self, out: str) -> dict | None:
-        return _read_json(storage.join(out, "run.json"))
-
-    def _record(self, out: str, run: dict, t0: float) -> dict:
-        run["job_seconds"] = round(time.time() - t0, 1)
-        run["worker_seconds"] = round(run["job_seconds"] * self.cfg.num_workers, 1)
-        _write_json(storage.join(out, "run.json"), run)
-        log(f"done {run['id']}: {run['job_seconds']}s, {run['samples_seen']} samples")
-        return run
-
-    def pretrain_run(self, run_id: str, data: str, seed: int) -> dict:
-        """jobs/pretrain.py (iteration 1, tokenizer, iteration 2) from random init on `data`'s prior rows."""
-        c, out = self.cfg, storage.join(self.work, "runs", run_id)
-        if (done := self._done(out)) is not None:
-            return done
-        log(f"pre-train {run_id} on {data}")
+    def __call__(self, run: Run) -> dict:
+        c, out = self.cfg, run.output(self.cfg.work)
+        common = ["--batch-size", str(c.batch_size), "--clip-seconds", str(c.clip_seconds), "--num-workers",
+                  str(c.num_workers), *(["--use-gpu"] if c.use_gpu else []), "--resume", "--no-wandb",
+                  *(["--ray-address", c.ray_address] if c.ray_address else [])]
+        log(f"train {run.id}")
         t0 = time.time()
-        files = self.pretrain.main([
-            "--data", data, "--domain", "prior", "--output", out, "--preset", c.preset, "--seed", str(seed),
-            "--iter1-steps", str(c.pretrain_iter1_steps), "--tokenizer-steps", str(c.pretrain_tokenizer_steps),
-            "--iter2-steps", str(c.pretrain_iter2_steps), "--tokenizer-codes", str(c.tokenizer_codes),
-            "--lr", str(c.pretrain_lr), "--batch-size", str(c.batch_size), "--clip-seconds", str(c.clip_seconds),
-            "--num-workers", str(c.num_workers), *(["--use-gpu"] if c.use_gpu else []), "--resume", "--no-wandb",
-            *(["--ray-address", c.ray_address] if c.ray_address else [])])
-        steps = c.pretrain_iter1_steps + c.pretrain_iter2_steps
-        samples = steps * c.batch_size * c.num_workers + c.pretrain_tokenizer_steps * c.batch_size
-        return self._record(out, {"id": run_id, "method": SCRATCH, "model": files["model.pt"], "steps": steps,
-                                  "samples_seen": samples, "seed": seed}, t0)
-
-    def adapt_run(self, run_id: str, method: str, domain: str, seed: int, base: str, prior: str) -> dict:
-        """jobs/adapt.py from `base` to `domain`, replaying `prior` (SONAR)."""
-        c, out = self.cfg, storage.join(self.work, "runs", run_id)
-        if (done := self._done(out)) is not None:
-            return done
-        log(f"adapt {run_id}")
-        t0 = time.time()
-        s = self.adapt.main([
-            "--domain", domain, "--data", self.corpus, "--prior", prior, "--probes", self.corpus, "--base", base,
-            "--output", out, "--seed", str(seed), "--max-steps", str(c.adapt_steps), "--lr", str(c.adapt_lr),
-            "--warmup-steps", str(c.adapt_warmup), "--replay-ratio", str(c.replay_ratio),
-            "--codebook-grow", str(c.codebook_grow), "--batch-size", str(c.batch_size),
-            "--clip-seconds", str(c.clip_seconds), "--num-workers", str(c.num_workers),
-            "--log-every", str(c.log_every), "--checkpoint-every", str(max(1, c.adapt_steps // 2)),
-            *(["--use-gpu"] if c.use_gpu else []), *(["--ray-address", c.ray_address] if c.ray_address else []),
-            "--no-evaluate", "--no-wandb", "--resume", *c.adapt_flags, *METHODS[method]])
-        return self._record(out, {"id": run_id, "method": method, "domain": domain, "seed": seed, "base": base,
-                                  "model": s["model"], "steps": s["steps"], "samples_seen": s["samples_seen"],
-                                  "train_seconds": s["wall_seconds"],
-                                  "final_metrics": {k: v for k, v in s["final_metrics"].items()
-                                                    if k.startswith(("loss", "acc", "code"))}}, t0)
-
-    def manifest(self, name: str, domains: dict[str, str]) -> str:
-        """A train manifest of the corpus rows of `domains` {domain: domain to label them}, absolute URIs."""
-        from sonar_ray.data import load_source
-
-        uri = storage.join(self.work, "manifests", f"{name}.jsonl")
-        if not storage.exists(uri):
-            rows = pd.concat([load_source(self.corpus, d).assign(domain=label) for d, label in domains.items()])
-            lines = [json.dumps({"path": u, "domain": d, "duration": float(t)})
-                     for u, d, t in zip(rows["uri"], rows["domain"], rows["duration"])]
-            storage.write_bytes_atomic(uri, ("\n".join(lines) + "\n").encode())
-        return uri
+        if run.kind == "pretrain":  # iteration 1, tokenizer, iteration 2 from random init
+            files = self.pretrain.main([
+                "--data", run.data, "--domain", "prior", "--output", out, "--preset", c.preset, "--seed", str(run.seed),
+                "--iter1-steps", str(c.pretrain_iter1_steps), "--tokenizer-steps", str(c.pretrain_tokenizer_steps),
+                "--iter2-steps", str(c.pretrain_iter2_steps), "--tokenizer-codes", str(c.tokenizer_codes),
+                "--lr", str(c.pretrain_lr), *common])
+            steps = c.pretrain_iter1_steps + c.pretrain_iter2_steps
+            rec = {"model": files["model.pt"], "steps": steps,
+                   "samples_seen": steps * c.batch_size * c.num_workers + c.pretrain_tokenizer_steps * c.batch_size}
+        else:
+            s = self.adapt.main([
+                "--domain", run.domain, "--data", self.corpus, "--prior", run.data, "--probes", self.corpus,
+                "--base", run.base, "--output", out, "--seed", str(run.seed), "--max-steps", str(c.adapt_steps),
+                "--lr", str(c.adapt_lr), "--warmup-steps", str(c.adapt_warmup), "--replay-ratio", str(c.replay_ratio),
+                "--codebook-grow", str(c.codebook_grow), "--log-every", str(c.log_every),
+                "--checkpoint-every", str(max(1, c.adapt_steps // 2)), "--no-evaluate", *common, *c.adapt_flags,
+                *METHODS[run.method]])
+            rec = {"model": s["model"], "steps": s["steps"], "samples_seen": s["samples_seen"],
+                   "train_seconds": s["wall_seconds"], "base": run.base,
+                   "final_metrics": {k: v for k, v in s["final_metrics"].items() if k.startswith(("loss", "acc", "code"))}}
+        job_seconds = round(time.time() - t0, 1)
+        rec = {"id": run.id, "method": run.method, "domain": run.domain, "seed": run.seed, **rec,
+               "job_seconds": job_seconds, "worker_seconds": round(job_seconds * c.num_workers, 1)}
+        _write_json(storage.join(out, "run.json"), rec)
+        log(f"trained {run.id}: {job_seconds}s, {rec['samples_seen']} samples")
+        return rec
 
 
 def random_init_model(cfg: ReplicateConfig, base: str) -> str:
@@ -203,42 +234,6 @@ def random_init_model(cfg: ReplicateConfig, base: str) -> str:
         torch.manual_seed(0)
         beats.save_checkpoint(beats.BEATs(beats.load_checkpoint(base).cfg), out)
     return out
-
-
-def train_all(cfg: ReplicateConfig, corpus: str) -> dict[str, dict]:
-    """Every run of the plan, in an order that leaves complete seeds if stopped early; {run id: run.json}."""
-    r = Runner(cfg, corpus)
-    runs: dict[str, dict] = {}
-    if cfg.base:
-        base = {"id": "base", "method": "base", "model": cfg.base, "samples_seen": None, "job_seconds": None,
-                "worker_seconds": None}
-    else:
-        base = r.pretrain_run("base", corpus, 0)
-    runs["base"] = base
-    runs["random_init"] = {"id": "random_init", "method": "random_init", "model": random_init_model(cfg, base["model"]),
-                           "samples_seen": 0, "job_seconds": 0, "worker_seconds": 0}
-    adapt_methods = [m for m in cfg.methods if m != SCRATCH]
-    for seed in cfg.seeds:
-        for domain in cfg.domains:
-            for method in adapt_methods:
-                runs[f"{method}/{domain}-s{seed}"] = r.adapt_run(f"{method}/{domain}-s{seed}", method, domain, seed,
-                                                                 base["model"], corpus)
-            if SCRATCH in cfg.methods and seed in cfg.scratch_seeds:
-                # Both domains' rows labelled "prior": pre-training reads one domain (its "" = all rows is
-                # overridden by data_config's fallback to the run's domain).
-                data = r.manifest(f"prior+{domain}", {"prior": "prior", domain: "prior"})
-                runs[f"{SCRATCH}/{domain}-s{seed}"] = r.pretrain_run(f"{SCRATCH}/{domain}-s{seed}", data, seed)
-    for seed in cfg.sequence_seeds:
-        for method in cfg.sequence_methods:
-            model, seen = base["model"], ["prior"]
-            for i, domain in enumerate(cfg.sequence):
-                # SONAR replays the prior data and every domain adapted to before this stage.
-                prior = corpus if i == 0 else r.manifest("replay-" + "+".join(seen[1:]), {d: "prior" for d in seen})
-                run_id = f"{method}/{domain}-s{seed}" if i == 0 else f"seq-{method}-s{seed}/{i}-{domain}"
-                runs[run_id] = r.adapt_run(run_id, method, domain, seed, model, prior)
-                model = runs[run_id]["model"]
-                seen.append(domain)
-    return runs
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -263,26 +258,26 @@ def probe_tasks(corpus: str, split: str):
     return tasks
 
 
-def evaluate_all(cfg: ReplicateConfig, corpus: str, runs: dict[str, dict]) -> pd.DataFrame:
-    """One row per (run, task): the probe's score on `eval_split`; cached per run under work."""
-    from sonar_ray.eval import evaluate_models
-    from sonar_ray.eval.probes import ProbeConfig
+class Evaluator:
+    """Every probe task's score on `eval_split` for one model; cached per run under work."""
 
-    tasks, probe = probe_tasks(corpus, cfg.eval_split), ProbeConfig(repeats=cfg.probe_repeats)
-    frames = []
-    for k, (run_id, run) in enumerate(runs.items(), 1):
-        uri = storage.join(cfg.work, f"eval-{cfg.eval_split}", run_id + ".json")
+    def __init__(self, cfg: ReplicateConfig, corpus: str):
+        from sonar_ray.eval.probes import ProbeConfig
+
+        self.cfg, self.tasks, self.probe = cfg, probe_tasks(corpus, cfg.eval_split), ProbeConfig(repeats=cfg.probe_repeats)
+
+    def __call__(self, run_id: str, model: str) -> pd.DataFrame:
+        from sonar_ray.eval import evaluate_models
+
+        uri = storage.join(self.cfg.work, f"eval-{self.cfg.eval_split}", run_id + ".json")
         rows = _read_json(uri)
         if rows is None:
-            log(f"evaluate ({k}/{len(runs)}) {run_id}")
-            table = evaluate_models({run_id: run["model"]}, tasks, probe=probe,
-                                    cache_dir=storage.join(cfg.work, "embeddings"))
+            log(f"evaluate {run_id}")
+            table = evaluate_models({run_id: model}, self.tasks, probe=self.probe,
+                                    cache_dir=storage.join(self.cfg.work, "embeddings"))
             rows = table.to_dict(orient="records")
             _write_json(uri, rows)
-        frames.append(pd.DataFrame(rows))
-    table = pd.concat(frames, ignore_index=True)
-    table["key"] = table["domain"] + "/" + table["task"]
-    return table
+        return pd.DataFrame(rows)
 
 
 # ---- analysis -----------------------------------------------------------------------------------
@@ -462,6 +457,9 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
     lines = [f"Generated {meta['finished']} by `{meta['command']}` at git revision `{meta['revision']}`.",
              f"Scores: frozen linear probe, **{split}** split; mean ± sample std (ddof 1) over the seeds listed; "
              f"forgetting = base − model on the prior tasks (positive = lost ability).", ""]
+    if results["missing"]:
+        lines += [f"**Incomplete:** {len(results['missing'])} planned runs had not finished: "
+                  + ", ".join(f"`{m}`" for m in results["missing"]) + ".", ""]
     task_keys = sorted(refs["base"]["scores"])
     lines += ["### Reference models", "", _md(["model", *task_keys],
               [[name, *(f"{refs[name]['scores'][t]:.3f}" for t in task_keys)] for name in REFERENCES]), ""]
@@ -512,7 +510,8 @@ def write_page(page: Path, generated: str) -> None:
         page.write_text(f"# Replication results\n\n{block}\n")
 
 
-def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str) -> dict:
+def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, missing: list[str]) -> dict:
+    table = table.assign(key=table["domain"] + "/" + table["task"])
     scores = {rid: dict(zip(sub["key"], sub["score"].astype(float))) for rid, sub in table.groupby("model")}
     task_domain = dict(zip(table["key"], table["domain"]))
     refs = {}
@@ -526,7 +525,7 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str) 
                         "config": to_dict(cfg)},
                "references": refs, "single_domain": single,
                "checks": {d: checks(t, d) for d, t in single.items()},
-               "sequential": sequential(runs, scores, task_domain, cfg), "runs": runs,
+               "sequential": sequential(runs, scores, task_domain, cfg), "runs": runs, "missing": missing,
                "per_task": table.drop(columns="key").to_dict(orient="records")}
     _write_json(storage.join(cfg.work, f"results-{cfg.eval_split}.json"), results)
     page = Path(cfg.page).resolve()
@@ -556,13 +555,39 @@ def main(argv: list[str] | None = None) -> dict:
         log(f"generating the {cfg.corpus_scale} demo corpus in {corpus}")
         generate_corpus(corpus, cfg.corpus_scale, seed=0)
     init_ray(cfg.ray_address)
-    runs = train_all(cfg, corpus)
-    table = evaluate_all(cfg, corpus, runs)
-    results = report(cfg, runs, table, command)
+    runner, evaluate = Runner(cfg, corpus), Evaluator(cfg, corpus)
+
+    def done(run: Run) -> dict | None:
+        return _read_json(storage.join(run.output(cfg.work), "run.json"))
+
+    if cfg.base:
+        base = {"id": "base", "method": "base", "model": cfg.base, "samples_seen": None, "worker_seconds": None}
+    else:
+        base_run = Run("base", "pretrain", "base", 0, corpus)
+        base = done(base_run) or (runner(base_run) if cfg.train else None)
+        if base is None:
+            raise FileNotFoundError(f"no base model in {base_run.output(cfg.work)}: run with --train or pass --base")
+    records = {"base": base, "random_init": {"id": "random_init", "method": "random_init", "samples_seen": 0,
+                                             "worker_seconds": 0, "model": random_init_model(cfg, base["model"])}}
+    frames = [evaluate(name, rec["model"]) for name, rec in records.items()]
+    todo, missing = plan(cfg, corpus, base["model"]), []
+    for k, run in enumerate(todo, 1):
+        rec, fresh = done(run), False
+        if rec is None and cfg.train:
+            log(f"run {k}/{len(todo)} ({time.time() - t0:.0f}s so far)")
+            rec, fresh = runner(run), True
+        if rec is None:
+            missing.append(run.id)
+            continue
+        records[run.id] = rec
+        frames.append(evaluate(run.id, rec["model"]))
+        if fresh:  # the page always shows every finished run
+            report(cfg, records, pd.concat(frames, ignore_index=True), command, missing + [r.id for r in todo[k:]])
+    results = report(cfg, records, pd.concat(frames, ignore_index=True), command, missing)
     for domain, found in results["checks"].items():
         for c in found:
             log(f"{domain}: {'HOLDS' if c['holds'] else 'does not hold'}: {c['claim']} — {c['evidence']}")
-    log(f"finished in {time.time() - t0:.0f}s; page {cfg.page}")
+    log(f"finished in {time.time() - t0:.0f}s; {len(missing)} planned runs missing; page {cfg.page}")
     return results
 
 

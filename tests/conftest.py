@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from procs import stop_process_group
+
 # Before anything imports ray / wandb.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -133,11 +135,7 @@ def ray_head(tmp_path):
             time.sleep(1)
         yield {"gcs_address": f"127.0.0.1:{port}", "dashboard_url": url}
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        stop_process_group(proc)
         stale = Path("/tmp/ray/ray_current_cluster")
         if stale.exists() and str(port) in stale.read_text():
             stale.unlink()

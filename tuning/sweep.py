@@ -217,7 +217,7 @@ def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: flo
     import matplotlib.pyplot as plt
 
     done, stopped = table[table["status"] == "complete"], table[table["status"] == "stopped"]
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     ax.scatter(stopped["forgetting"], stopped["adaptability"], facecolors="none", edgecolors="0.6",
                label=f"stopped early ({len(stopped)})")
     ax.scatter(done["forgetting"], done["adaptability"], color="tab:blue", alpha=0.6, label=f"completed ({len(done)})")
@@ -229,7 +229,7 @@ def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: flo
     ax.set_xlabel("forgetting (prior tasks, base - adapted; lower is better)")
     ax.set_ylabel("adaptability (new-domain probe score)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: never hides a point
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

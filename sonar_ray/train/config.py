@@ -53,7 +53,8 @@ class TrainConfig:
 
     # --- distribution, checkpoints, logging
     num_workers: int = field(default=2, **_help("Ray Train workers"))
-    use_gpu: bool = field(default=False, **_help("one GPU per worker (NCCL + bf16 autocast)"))
+    use_gpu: bool = field(default=False, **_help("train on GPUs (NCCL + bf16 autocast)"))
+    gpus_per_worker: float = field(default=1.0, **_help("GPUs per worker with --use-gpu (< 1 shares a GPU, e.g. 0.5 = two Tune trials per GPU)"))
     cpus_per_worker: float = field(default=0.5, **_help("CPUs reserved per worker (< 1 avoids starving Ray Data on small machines)"))
     checkpoint_every: int = field(default=50, **_help("steps between checkpoints"))
     max_failures: int = field(default=2, **_help("worker-group restarts after a failure"))

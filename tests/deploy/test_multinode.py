@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from procs import stop_process_group
 from fixtures_train import tiny_adapt_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +48,8 @@ def second_node(ray_head):
             time.sleep(1)
         yield ray_head
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+        stop_process_group(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_adaptation_job_spreads_its_workers_over_two_nodes(second_node, tiny_corpus, tiny_base, tmp_path):
