@@ -396,6 +396,7 @@ def _plots(results: dict, fig_dir: Path) -> dict[str, str]:
         for method, a in table.items():
             ax.errorbar(a["adaptability"][0], a["forgetting"][0], xerr=np.nan_to_num(a["adaptability"][1]),
                         yerr=np.nan_to_num(a["forgetting"][1]), fmt="o", capsize=3, label=method)
+        ax.scatter([results["references"]["base"]["scores_by_domain"][domain]], [0.0], marker="x", color="k", label="base")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel(f"adaptability: {domain} probe score")
         ax.set_ylabel("forgetting: base − model, prior tasks")

@@ -9,6 +9,17 @@ import os
 LOCAL_MIN_CPUS = 4
 
 
+def quiet_data_progress() -> None:
+    """Ray Data's per-operator progress bars flood job logs; SONAR_PROGRESS=1 brings them back.
+
+    Call it in every process that creates a Dataset (the driver, and Ray Train's controller, which
+    builds the training stream on each worker-group start).
+    """
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = bool(os.environ.get("SONAR_PROGRESS"))
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address` / $RAY_ADDRESS (set by `ray job submit`), else start a local one.
 
@@ -20,9 +31,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = bool(os.environ.get("SONAR_PROGRESS"))
+    quiet_data_progress()
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         ray.init(address=address, log_to_driver=True)

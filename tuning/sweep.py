@@ -198,14 +198,15 @@ def trials_table(results, rungs: int) -> pd.DataFrame:
         status = "error" if r.error else ("complete" if m.get("rung") == rungs else "stopped")
         rows.append({"trial": r.path.rstrip("/").rsplit("/", 1)[-1], "status": status, **r.config,
                      **{k: m.get(k, float("nan")) for k in ("rung", "steps", *REPORTED)}})
-    return pd.DataFrame(rows).sort_values("objective", ascending=False, na_position="last", ignore_index=True)
+    return pd.DataFrame(rows).sort_values(["objective", "trial"], ascending=[False, True], na_position="last",
+                                          ignore_index=True)
 
 
 def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     """Rows no other row beats on both axes (adaptability higher, forgetting lower; at least one strictly)."""
     a, f = df["adaptability"].to_numpy(), df["forgetting"].to_numpy()
     keep = [not ((a >= a[i]) & (f <= f[i]) & ((a > a[i]) | (f < f[i]))).any() for i in range(len(df))]
-    return df[keep].sort_values("forgetting", ignore_index=True)
+    return df[keep].sort_values(["forgetting", "trial"], ignore_index=True)
 
 
 def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: float) -> bytes:
@@ -244,7 +245,8 @@ def write_outputs(cfg: SweepConfig, base: TrainConfig, table: pd.DataFrame) -> d
     if done.empty:
         raise RuntimeError(f"no trial completed; see {storage.join(cfg.output, EXPERIMENT)}:\n{markdown(table)}")
     front = pareto_front(done)
-    best = front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]  # native Python values
+    # Ties: the first in the front's order (least forgetting, then trial id). to_dict: native Python values.
+    best = front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]
     recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False)
     files = {"trials.csv": table.to_csv(index=False).encode(), "trials.md": (markdown(table) + "\n").encode(),
              "pareto.csv": front.to_csv(index=False).encode(),

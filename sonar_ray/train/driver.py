@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sonar_ray import storage
-from sonar_ray.cluster import init_ray
+from sonar_ray.cluster import init_ray, quiet_data_progress
 from sonar_ray.config import to_dict
 from sonar_ray.data import DataConfig, PreparedData, build_train_dataset
 from sonar_ray.train import artifacts
@@ -62,6 +62,7 @@ class StreamFactory:
         self.data_cfg, self.output, self.num_workers, self.prepared = data_cfg, output, num_workers, prepared
 
     def __call__(self):
+        quiet_data_progress()
         start = _read_progress(self.output) * self.num_workers
         return build_train_dataset(self.data_cfg, start_batch=start, prepared=self.prepared)
 

@@ -74,7 +74,7 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
                     & ((done["adaptability"] > p.adaptability) | (done["forgetting"] < p.forgetting))).any()
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    best = done.loc[done["objective"].idxmax()]
+    best = done.sort_values(["objective", "forgetting", "trial"], ascending=[False, True, True]).iloc[0]
     assert result["recommended_trial"] == best["trial"]
     recommended = parse_cli(TrainConfig, ["--config", str(out / "recommended.json")])
     assert (recommended.replay_ratio, recommended.lambda_tok, recommended.lambda_model) == pytest.approx(
