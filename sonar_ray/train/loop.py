@@ -108,6 +108,19 @@ def tokenizer_features(tokenizer: nn.Module, fbank: torch.Tensor, frame_pad: tor
     return z[~patch_pad[rows]]  # (N, d)
 
 
+def codebook_of(tokenizer: nn.Module) -> torch.Tensor:
+    """(K, d) unit codes of either tokenizer kind."""
+    if isinstance(tokenizer, RandomProjectionTokenizer):
+        return tokenizer.codebook
+    return tokenizer.quantize.embedding.weight
+
+
+def code_labels(codes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Quantizer inputs (B, P, d) -> nearest unit code (B, P). Student and teacher tokenizers share
+    their (frozen) encoder and differ only in the codebook, so one encoder pass serves both."""
+    return assign(F.normalize(z.float(), dim=-1).flatten(0, 1), codes.float())[0].view(z.shape[:2])
+
+
 def broadcast_(tensor: torch.Tensor) -> None:
     """Every rank takes rank 0's value, so all replicas keep one codebook."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -156,7 +169,8 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     frame_pad = batch["padding_mask"].to(device)  # (B, T)
     patch_pad = models.student.encoder.patch_padding_mask(frame_pad, _num_patches(models, fbank))  # (B, P)
     with torch.no_grad():
-        labels = models.tokenizer.labels_from_fbank(fbank, frame_pad)  # (B, P)
+        z = models.tokenizer.quantize_input(fbank, frame_pad)  # (B, P, d) tokenizer encoder, once
+        labels = code_labels(codebook_of(models.tokenizer), z)  # (B, P)
 
     out = student(fbank, labels, patch_pad, generator=generator)  # student forward
     mask = out["mask"]
@@ -165,7 +179,7 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
 
     if models.teacher_tokenizer is not None and cfg.lambda_tok > 0:
         with torch.no_grad():
-            teacher_labels = models.teacher_tokenizer.labels_from_fbank(fbank, frame_pad)[mask.target]  # (N,)
+            teacher_labels = code_labels(codebook_of(models.teacher_tokenizer), z)[mask.target]  # (N,)
         loss_tok = token_distill_loss(out["logits"][None], teacher_labels[None])
         total = total + cfg.lambda_tok * loss_tok
         logs["loss_tok"] = loss_tok.detach()
@@ -184,8 +198,8 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     logs["code_perplexity"] = torch.exp(-(p * p.clamp(min=1e-12).log()).sum())
     logs["replay_share"] = batch["is_prior"].float().mean()
     logs["loss"] = total.detach()
-    return total, logs, {"fbank": fbank, "frame_pad": frame_pad, "patch_pad": patch_pad,
-                         "is_prior": batch["is_prior"].to(device)}
+    is_prior = batch["is_prior"].to(device)
+    return total, logs, {"new_features": z[~is_prior][~patch_pad[~is_prior]], "is_prior": is_prior}
 
 
 def save_worker_checkpoint(dir_: Path, cfg: TrainConfig, models: Models, optimizer, scheduler,
@@ -277,9 +291,7 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.step()
         if models.codebook is not None and cfg.codebook_reanchor and (~aux["is_prior"]).any():
             with torch.no_grad():
-                feats = tokenizer_features(models.tokenizer, aux["fbank"], aux["frame_pad"], aux["patch_pad"],
-                                           ~aux["is_prior"])
-                info = models.codebook.step(models.tokenizer.quantize.embedding, feats)
+                info = models.codebook.step(models.tokenizer.quantize.embedding, aux["new_features"])
                 broadcast_(models.tokenizer.quantize.embedding.weight.data)
                 broadcast_(models.tokenizer.quantize.embedding.embed_avg.data)
                 logs["codebook_err_new"] = torch.tensor(info["error"])
