@@ -326,7 +326,7 @@ def sequential(runs: dict, scores: dict, task_domain: dict, cfg: ReplicateConfig
         for seed in cfg.sequence_seeds:
             ids = [f"{method}/{d}-s{seed}" if i == 0 else f"seq-{method}-s{seed}/{i}-{d}"
                    for i, d in enumerate(cfg.sequence)]
-            if not all(i in scores for i in ids):
+            if not ids or not all(i in scores for i in ids):
                 continue
             R = np.array([[scores[i][t] for t in tasks] for i in ids])
             stream = {"tasks": tasks, "R": R.tolist(), "average_accuracy": M.average_accuracy(R),

@@ -8,6 +8,7 @@ from pathlib import Path
 import soundfile as sf
 
 from sonar_ray import storage
+from sonar_ray.data.prepare import CACHE_FOLDER
 from sonar_ray.demo import DOMAINS, TASKS, generate_corpus
 
 
@@ -46,9 +47,10 @@ def content(data: bytes, name: str) -> bytes:
 
 
 def digest(root: Path) -> str:
+    """Hash of the generated corpus: audio and manifests (not caches that runs write beside the data)."""
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and CACHE_FOLDER not in p.parts:
             h.update(str(p.relative_to(root)).encode() + content(p.read_bytes(), p.name))
     return h.hexdigest()
 
