@@ -131,7 +131,7 @@ class Run:
     method: str
     seed: int
     data: str               # pretrain: training rows ("prior"-labelled); adapt: replay (prior) source
-    domain: str = "prior"   # adapt: the new domain
+    domain: str = "prior"   # the new domain (pretrain: the one mixed into its rows)
     base: str | None = None  # adapt: starting model.pt
 
     def output(self, work: str) -> str:
@@ -162,7 +162,7 @@ def plan(cfg: ReplicateConfig, corpus: str, base_model: str) -> list[Run]:
                 # Both domains' rows labelled "prior": pre-training reads one domain (its "" = all rows is
                 # overridden by data_config's fallback to the run's domain).
                 data = write_manifest(cfg.work, corpus, f"prior+{domain}", {"prior": "prior", domain: "prior"})
-                runs.append(Run(f"{SCRATCH}/{domain}-s{seed}", "pretrain", SCRATCH, seed, data))
+                runs.append(Run(f"{SCRATCH}/{domain}-s{seed}", "pretrain", SCRATCH, seed, data, domain))
     for seed in cfg.sequence_seeds:
         for method in cfg.sequence_methods:
             model, seen = base_model, ["prior"]
