@@ -6,8 +6,9 @@ import os
 import subprocess
 
 
-def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM the group `proc` leads (started with start_new_session=True), SIGKILL if it lingers."""
+def stop_process_group(proc: subprocess.Popen, timeout: float = 5) -> None:
+    """SIGTERM the group `proc` leads (started with start_new_session=True), SIGKILL if it lingers
+    (`ray start --block` takes ~30 s to honour SIGTERM; a test cluster has nothing to save)."""
     os.killpg(proc.pid, 15)
     try:
         proc.wait(timeout=timeout)
