@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sonar_ray import storage
@@ -36,11 +35,6 @@ class RunSummary:
     worker_seconds: float   # CPU/GPU-seconds: wall time x workers
     final_metrics: dict
     first_metrics: dict
-    data: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)  # evaluation, filled in by jobs
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "config": {}}
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -82,7 +76,6 @@ def check_inputs(cfg: TrainConfig, paths: dict) -> None:
 
 
 def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedData | None = None) -> RunSummary:
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

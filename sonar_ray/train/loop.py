@@ -234,10 +234,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     # --- resume: a checkpoint of this run (after a failure or --resume) wins over the starting model
     state, start_step, checkpoint = None, 0, ray.train.get_checkpoint()
-    restore_dir = None
     if checkpoint is not None:
-        restore_dir = checkpoint.to_directory()
-        resumed = restore_paths(restore_dir)
+        resumed = restore_paths(checkpoint.to_directory())
         state = artifacts.load_torch(resumed["state"])
         start_step = state["step"]
         # The student (and its tokenizer / predictor) continue; the teacher stays the original base.
