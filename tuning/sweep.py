@@ -6,10 +6,10 @@
     python tuning/sweep.py --output outputs/sweep-smoke --smoke --resume  # continue an interrupted sweep
 
 Flags before `--` configure the search; flags after it (or `--config FILE`) are jobs/adapt.py flags for
-the base run every trial starts from. A trial is that run with the sampled knobs, trained in `rungs`
-stages of max_steps * r / rungs steps (each a complete, fresh adaptation, as `jobs/adapt.py` would run
-it), each evaluated with linear probes and reported to Tune as `objective = adaptability - alpha *
-forgetting`. OptunaSearch (TPE) proposes knobs, ASHA stops trials whose objective is poor at an early
+the base run every trial starts from. A trial is that run with the sampled knobs, one adaptation paused
+at each of `rungs` points (max_steps * r / rungs steps; `--stop-after`, so rung r+1 continues rung r's
+run and a trial that completes costs exactly one run of max_steps), evaluated with linear probes at each
+pause and reported to Tune as `objective = adaptability - alpha * forgetting`. OptunaSearch (TPE) proposes knobs, ASHA stops trials whose objective is poor at an early
 rung. After the search: trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats
 on both adaptability and forgetting), pareto.png, and recommended.json (the completed trial with the best
 objective, as a jobs/adapt.py --config file).
@@ -126,16 +126,16 @@ def rung_steps(max_steps: int, rungs: int) -> list[int]:
 
 def adapt_and_evaluate(cfg: TrainConfig) -> dict:
     """What jobs/adapt.py does (resolve -> data -> fit -> compare), skipping the fit when `cfg.output`
-    already holds its model (a restored trial redoes only what it had not finished)."""
+    already holds the model of step `cfg.end_step` (a restored trial redoes only what it had not finished)."""
     from sonar_ray.data import prepare_data, write_bad_input_report
     from sonar_ray.eval.suite import compare
     from sonar_ray.train import inputs
-    from sonar_ray.train.driver import check_inputs, fit
+    from sonar_ray.train.driver import check_inputs, completed_steps, fit
 
     cfg, paths = inputs.resolve(cfg)
     model = storage.join(cfg.output, artifacts.MODEL)
-    if not storage.exists(model):
-        save(replace(cfg, resume=False), storage.join(cfg.output, "config.json"))  # jobs/adapt.py --config FILE
+    if completed_steps(cfg.output) < cfg.end_step:
+        save(replace(cfg, resume=False, stop_after=None), storage.join(cfg.output, "config.json"))  # jobs/adapt.py --config FILE
         check_inputs(cfg, paths)
         data_cfg = inputs.data_config(cfg)
         prepared = prepare_data(data_cfg)
@@ -146,7 +146,7 @@ def adapt_and_evaluate(cfg: TrainConfig) -> dict:
 
 
 def run_trial(params: dict, setup: dict) -> None:
-    """Tune function trainable: train the base run with `params` rung by rung, report after each rung."""
+    """Tune function trainable: the base run with `params`, paused and reported at each rung."""
     from ray import tune
     from ray.data import DataContext
 
@@ -154,7 +154,7 @@ def run_trial(params: dict, setup: dict) -> None:
     base = from_dict(TrainConfig, setup["base"])
     trial_dir = storage.join(setup["trials"], tune.get_context().get_trial_id())
     for rung, steps in enumerate(rung_steps(base.max_steps, setup["rungs"]), start=1):
-        cfg = replace(base, **params, max_steps=steps, output=storage.join(trial_dir, f"rung-{rung}"), resume=True)
+        cfg = replace(base, **params, stop_after=steps, output=trial_dir, resume=True)
         m = adapt_and_evaluate(cfg)
         m["objective"] = m["adaptability"] - setup["alpha"] * m["forgetting"]
         tune.report({"rung": rung, "steps": steps, **{k: m[k] for k in REPORTED}})
@@ -247,7 +247,7 @@ def write_outputs(cfg: SweepConfig, base: TrainConfig, table: pd.DataFrame) -> d
     front = pareto_front(done)
     # Ties: the first in the front's order (least forgetting, then trial id). to_dict: native Python values.
     best = front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]
-    recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False)
+    recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False, stop_after=None)
     files = {"trials.csv": table.to_csv(index=False).encode(), "trials.md": (markdown(table) + "\n").encode(),
              "pareto.csv": front.to_csv(index=False).encode(),
              "pareto.png": pareto_plot(table, front, best, cfg.alpha),

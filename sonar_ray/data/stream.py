@@ -59,8 +59,10 @@ def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) ->
             "is_prior": is_prior[None], "replaced": np.array([int((~ok).sum())])}
 
 
-def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: PreparedData | None = None):
-    """Batches [start_batch, cfg.num_batches) of the joint stream as a Ray Dataset (one row per batch).
+def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: PreparedData | None = None,
+                        stop_batch: int | None = None):
+    """Batches [start_batch, stop_batch or cfg.num_batches) of the joint stream as a Ray Dataset (one row
+    per batch). The plan is always that of the whole stream, so consecutive segments join up exactly.
 
     Pass `prepared` (from `prepare_data(cfg)`) to reuse an inspection the caller already ran, e.g.
     to write its bad-input report.
@@ -69,7 +71,7 @@ def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: Prepare
 
     prepared = prepared or prepare_data(cfg)
     sampler = make_sampler(cfg, prepared)
-    plans = [next(sampler) for _ in range(cfg.num_batches)][start_batch:]
+    plans = [next(sampler) for _ in range(cfg.num_batches)][start_batch:stop_batch]
     items = [{"batch_index": p.index, "uris": p.uris, "starts": p.starts, "is_prior": p.is_prior} for p in plans]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds.context.execution_options.preserve_order = True  # a single reader sees batches in index order

@@ -44,6 +44,9 @@ class TrainConfig:
 
     # --- optimisation
     max_steps: int = field(default=150, **_help("optimizer steps"))
+    stop_after: int | None = field(default=None, **_help(
+        "pause after this many steps (checkpointed, model exported); the schedule still spans max_steps, "
+        "so --resume with a larger value continues the same run (Tune rungs)"))
     batch_size: int = field(default=16, **_help("clips per worker per step"))
     lr: float = field(default=2e-4, **_help("peak learning rate"))
     warmup_steps: int = field(default=10, **_help("linear warm-up steps"))
@@ -72,6 +75,13 @@ class TrainConfig:
             raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
         if self.max_steps < 1 or self.batch_size < 1 or self.num_workers < 1:
             raise ValueError("max_steps, batch_size and num_workers must be >= 1")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:
+            raise ValueError(f"stop_after must be in [1, max_steps={self.max_steps}], got {self.stop_after}")
+
+    @property
+    def end_step(self) -> int:
+        """Where this invocation stops: `stop_after` or the end of the schedule."""
+        return self.max_steps if self.stop_after is None else self.stop_after
 
     @property
     def uses_teacher(self) -> bool:

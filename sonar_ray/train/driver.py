@@ -47,18 +47,26 @@ def _read_progress(output: str) -> int:
     return json.loads(storage.read_bytes(uri))["safe_step"] if storage.exists(uri) else 0
 
 
+def completed_steps(output: str) -> int:
+    """Steps of the model exported in `output` (0: none yet)."""
+    return _read_progress(output) if storage.exists(storage.join(output, artifacts.MODEL)) else 0
+
+
 class StreamFactory:
     """Called by Ray Train each time its worker group starts: a restart resumes the stream
     near the restored step instead of from the beginning (workers skip nothing, so the few
-    batches after the safe point may be seen twice, never skipped)."""
+    batches after the safe point may be seen twice, never skipped). The stream ends at `end_step`."""
 
-    def __init__(self, data_cfg: DataConfig, output: str, num_workers: int, prepared: PreparedData | None):
+    def __init__(self, data_cfg: DataConfig, output: str, num_workers: int, end_step: int,
+                 prepared: PreparedData | None):
         self.data_cfg, self.output, self.num_workers, self.prepared = data_cfg, output, num_workers, prepared
+        self.stop_batch = end_step * num_workers
 
     def __call__(self):
         quiet_data_progress()
         start = _read_progress(self.output) * self.num_workers
-        return build_train_dataset(self.data_cfg, start_batch=start, prepared=self.prepared)
+        return build_train_dataset(self.data_cfg, start_batch=start, stop_batch=self.stop_batch,
+                                   prepared=self.prepared)
 
 
 def check_inputs(cfg: TrainConfig, paths: dict) -> None:
@@ -112,14 +120,18 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"train": StreamFactory(data_cfg, output, cfg.num_workers, prepared)},
+        datasets={"train": StreamFactory(data_cfg, output, cfg.num_workers, cfg.end_step, prepared)},
     )
     t0 = time.time()
     result = trainer.fit()
     wall = time.time() - t0
     if result.checkpoint is None:
         raise RuntimeError(f"run {name!r} finished without a checkpoint: {result.error}")
-    return export(cfg, result, output, wall)
+    summary = export(cfg, result, output, wall)
+    # The final checkpoint is registered now: a later --resume (e.g. a larger --stop-after) streams
+    # on from exactly where this one stopped.
+    storage.write_bytes_atomic(storage.join(output, PROGRESS), json.dumps({"safe_step": summary.steps}).encode())
+    return summary
 
 
 def export(cfg: TrainConfig, result, output: str, wall: float) -> RunSummary:

@@ -264,7 +264,7 @@ def train_loop_per_worker(config: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
 
     local_dir = Path(config["log_dir"])
-    logger = MetricsLogger(str(local_dir), cfg.max_steps, start_step, use_wandb=cfg.wandb and rank == 0,
+    logger = MetricsLogger(str(local_dir), cfg.end_step, start_step, use_wandb=cfg.wandb and rank == 0,
                            project=cfg.wandb_project, run_name=config["run_name"], config=config["train"]) \
         if rank == 0 else None
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + rank + start_step)
@@ -274,7 +274,7 @@ def train_loop_per_worker(config: dict) -> None:
     step, t_last, samples, safe_step = start_step, time.time(), 0, start_step
     student.train()
     for batch in batches:
-        if step >= cfg.max_steps:
+        if step >= cfg.end_step:
             break
         if step == fail_at and rank == 0 and not Path(config["fault_marker"]).exists():
             Path(config["fault_marker"]).touch()
@@ -297,7 +297,7 @@ def train_loop_per_worker(config: dict) -> None:
         step += 1
         samples += len(batch["is_prior"])
 
-        last = step == cfg.max_steps
+        last = step == cfg.end_step
         if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
             now = time.time()
             metrics = {k: float(v) for k, v in logs.items()}

@@ -44,6 +44,13 @@ def test_batches_follow_the_contract_and_resume_reproduces_the_stream(s3_server,
     assert [b["batch_index"] for b in resumed] == [4, 5]
     for a, b in zip(full[4:], resumed):
         assert all(torch.equal(a[k], b[k]) for k in ("fbank", "padding_mask", "is_prior"))
+    # A paused run (--stop-after) streams a prefix; its continuation starts where the prefix ended.
+    head = list(iter_train_batches(build_train_dataset(stream_cfg, stop_batch=2, prepared=prepared).iterator()))
+    middle = list(iter_train_batches(build_train_dataset(stream_cfg, start_batch=2, stop_batch=4,
+                                                         prepared=prepared).iterator()))
+    assert [b["batch_index"] for b in head + middle] == [0, 1, 2, 3]
+    for a, b in zip(full, head + middle):
+        assert torch.equal(a["fbank"], b["fbank"])
 
 
 def test_streaming_split_keeps_the_exact_ratio_in_every_batch_of_every_shard(s3_server, ray_local, stream_cfg):

@@ -84,6 +84,34 @@ def test_killed_worker_restarts_from_checkpoint_and_resume_is_harmless(tiny_corp
     assert all(torch.equal(weights[k], after[k]) for k in weights)
 
 
+def test_stop_after_pauses_and_resume_continues_the_same_run(tiny_corpus, tiny_base, tmp_path):
+    from sonar_ray.train.schedule import build_optimizer, warmup_cosine
+
+    adapt = _job("adapt")
+    out = tmp_path / "paused"
+    args = tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--max-steps", "4", "--warmup-steps", "1",
+                           "--lr", "1e-3", "--no-evaluate")
+    first = adapt.main([*args, "--stop-after", "2"])
+    assert first["steps"] == 2 and json.loads((out / "progress.json").read_text()) == {"safe_step": 2}
+    paused = beats.load_checkpoint(first["model"]).state_dict()
+
+    second = adapt.main([*args, "--stop-after", "4", "--resume"])
+    assert second["steps"] == 4
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # continued at step 3: nothing retrained
+    # One cosine schedule over max_steps=4 across both invocations (no second warm-up).
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(2, 2))], lr=1e-3, weight_decay=0.0)
+    schedule = warmup_cosine(opt, warmup_steps=1, total_steps=4)
+    expected = []
+    for _ in range(4):
+        opt.step()
+        schedule.step()
+        expected.append(schedule.get_last_lr()[0])
+    assert [r["lr"] for r in rows] == pytest.approx(expected)
+    after = beats.load_checkpoint(second["model"]).state_dict()
+    assert any(not torch.equal(paused[k], after[k]) for k in paused)  # steps 3-4 trained the paused model
+
+
 def test_bad_inputs_fail_before_any_worker_starts(tiny_corpus, tiny_base, tmp_path):
     adapt = _job("adapt")
     with pytest.raises(FileNotFoundError, match="base checkpoint"):

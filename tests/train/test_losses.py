@@ -1,8 +1,9 @@
 """The SONAR loss step in one process: distillation terms vanish when student == teacher, and
-gradients reach only the student."""
+gradients reach only the student; the run config's own checks."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sonar_ray.models import beats, tokenizer as tokenizer_lib
@@ -63,3 +64,11 @@ def test_normalize_fbank_matches_beats_preprocess():
 
     raw = kaldi_fbank(wave * 2**15)
     assert torch.allclose(normalize_fbank(raw), model.preprocess(wave), atol=1e-5)
+
+
+def test_stop_after_must_fall_inside_the_schedule():
+    assert TrainConfig(max_steps=10).end_step == 10
+    assert TrainConfig(max_steps=10, stop_after=4).end_step == 4
+    for bad in (0, 11):
+        with pytest.raises(ValueError, match="stop_after"):
+            TrainConfig(max_steps=10, stop_after=bad)

@@ -14,6 +14,7 @@ import pytest
 from fixtures_train import tiny_adapt_args
 from sonar_ray.config import parse_cli
 from sonar_ray.train.config import TrainConfig
+from sonar_ray.train.driver import completed_steps
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -63,8 +64,12 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
     assert (done["steps"] == 4).all() and (table.loc[table["status"] == "stopped", "steps"] == 2).all()
     for row in table.itertuples():
         assert row.objective == pytest.approx(row.adaptability - row.forgetting)
-        rung_config = out / "trials" / row.trial / f"rung-{row.rung}" / "config.json"
-        assert parse_cli(TrainConfig, ["--config", str(rung_config)]).max_steps == row.steps
+        trial = out / "trials" / row.trial  # one run per trial, paused at each rung
+        assert completed_steps(str(trial)) == row.steps
+        steps = [json.loads(l)["step"] for l in (trial / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, row.steps + 1))  # rung 2 continued rung 1: no step trained twice
+        trial_cfg = parse_cli(TrainConfig, ["--config", str(trial / "config.json")])
+        assert trial_cfg.max_steps == 4 and trial_cfg.stop_after is None
     assert (out / "trials.md").read_text().startswith("| trial | status |")
 
     front = pd.read_csv(out / "pareto.csv")
