@@ -90,17 +90,14 @@ def parse_args(argv: list[str] | None) -> tuple[SweepConfig, list[str]]:
 
 def smoke_inputs() -> list[str]:
     """The tiny demo corpus and a tiny base model pre-trained on it (both built once under $SONAR_HOME)."""
-    from sonar_ray.train.inputs import demo_corpus, sonar_home
-    from sonar_ray.train.pretrain import PretrainConfig, pretrain
+    from sonar_ray.train.inputs import demo_base_model, demo_corpus
+    from sonar_ray.train.pretrain import PretrainConfig
 
     corpus = demo_corpus("tiny")
-    out = sonar_home() / "base-tiny-smoke"
-    if not (out / artifacts.MODEL).exists():
-        print(f"pre-training the tiny smoke base model in {out} (once)", flush=True)
-        pretrain(PretrainConfig(data=corpus, output=str(out), preset="tiny", iter1_steps=8, tokenizer_steps=8,
-                                iter2_steps=8, tokenizer_codes=64, batch_size=4, clip_seconds=1.0, num_workers=1,
-                                wandb=False, resume=True))
-    return ["--data", corpus, "--prior", corpus, "--probes", corpus, "--base", str(out / artifacts.MODEL)]
+    base = demo_base_model(corpus, PretrainConfig(preset="tiny", iter1_steps=8, tokenizer_steps=8, iter2_steps=8,
+                                                  tokenizer_codes=64, batch_size=4, clip_seconds=1.0, num_workers=1,
+                                                  wandb=False), name="base-tiny-smoke")
+    return ["--data", corpus, "--prior", corpus, "--probes", corpus, "--base", base]
 
 
 def search_space(cfg: SweepConfig) -> dict:

@@ -38,6 +38,10 @@ class Scale:
     workers: int          # generator processes
 
 
+# Bump when the generator's output changes: cached demo corpora (and the base models trained on
+# them) live in folders named after it, so a stale cache is never picked up.
+CORPUS_VERSION = 1
+
 SCALES = {
     "tiny": Scale(1.0, 6, (12, 6, 12), 1),
     "demo": Scale(2.0, 240, (160, 40, 120), 2),

@@ -6,6 +6,8 @@ to a local cluster share one corpus and one base model.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -22,24 +24,39 @@ def sonar_home() -> Path:
 
 
 def demo_corpus(scale: str = "demo") -> str:
-    """The demo corpus root, generated once."""
-    from sonar_ray.demo import generate_corpus
+    """The demo corpus root, generated once per generator version."""
+    from sonar_ray.demo import CORPUS_VERSION, generate_corpus
 
-    root = sonar_home() / f"corpus-{scale}"
+    root = sonar_home() / f"corpus-{scale}-v{CORPUS_VERSION}"
     if not (root / TRAIN_MANIFEST).exists():
         print(f"building the {scale} demo corpus in {root} (once)", flush=True)
         generate_corpus(str(root), scale=scale)
     return str(root)
 
 
-def demo_base_model(corpus: str, scale: str = "demo") -> str:
-    """The demo base model (pre-trained on the demo prior data), trained once."""
-    from sonar_ray.train.pretrain import PretrainConfig, pretrain
+def demo_base_recipe(corpus: str, recipe=None):
+    """The PretrainConfig of a demo base model on `corpus` (default recipe: PretrainConfig's defaults)."""
+    from sonar_ray.train.pretrain import PretrainConfig
 
-    out = sonar_home() / f"base-{scale}"
+    return replace(recipe or PretrainConfig(), data=corpus, output=None, resume=True)
+
+
+def demo_base_dir(corpus: str, recipe=None, name: str = "base") -> Path:
+    """Named after the corpus and the recipe: changing either trains a new base model."""
+    from sonar_ray.config import to_dict
+
+    spec = json.dumps(to_dict(demo_base_recipe(corpus, recipe)), sort_keys=True)
+    return sonar_home() / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
+
+
+def demo_base_model(corpus: str, recipe=None, name: str = "base") -> str:
+    """model.pt of a base model pre-trained on `corpus` with `recipe`, trained once."""
+    from sonar_ray.train.pretrain import pretrain
+
+    out = demo_base_dir(corpus, recipe, name)
     if not (out / artifacts.MODEL).exists():
         print(f"pre-training the demo base model in {out} (once)", flush=True)
-        pretrain(PretrainConfig(data=corpus, output=str(out), resume=True))
+        pretrain(replace(demo_base_recipe(corpus, recipe), output=str(out)))
     return str(out / artifacts.MODEL)
 
 
