@@ -40,10 +40,10 @@ class TrainConfig:
     preset: str = field(default="small", **_help("BEATs preset for --method scratch"))
     mask_ratio: float = field(default=0.75, **_help("share of patches masked"))
     num_codes: int = field(default=1024, **_help("random-projection tokenizer codes (scratch without a tokenizer)"))
-    clip_seconds: float = field(default=2.0, **_help("crop length of training clips"))
+    clip_seconds: float = field(default=1.6, **_help("crop length of training clips"))
 
     # --- optimisation
-    max_steps: int = field(default=150, **_help("optimizer steps"))
+    max_steps: int = field(default=100, **_help("optimizer steps"))
     stop_after: int | None = field(default=None, **_help(
         "pause after this many steps (checkpointed, model exported); the schedule still spans max_steps, "
         "so --resume with a larger value continues the same run (Tune rungs)"))

@@ -29,7 +29,7 @@ def demo_corpus(scale: str = "demo") -> str:
 
     root = sonar_home() / f"corpus-{scale}-v{CORPUS_VERSION}"
     if not (root / TRAIN_MANIFEST).exists():
-        print(f"building the {scale} demo corpus in {root} (once)", flush=True)
+        print(f"building the demo corpus ({scale} scale) in {root} (once)", flush=True)
         generate_corpus(str(root), scale=scale)
     return str(root)
 
