@@ -419,15 +419,17 @@ def _plots(results: dict, fig_dir: Path) -> dict[str, str]:
         made[f"compute-{domain}"] = _save(fig, fig_dir / f"compute-{domain}.png")
     streams = results["sequential"]
     if streams:
-        fig, axes = plt.subplots(1, len(streams), figsize=(4.6 * len(streams), 4), squeeze=False)
-        for ax, (name, s) in zip(axes[0], streams.items()):
-            R = np.array(s["R"])
+        fig, axes = plt.subplots(1, len(streams), figsize=(4.2 * len(streams) + 1.5, 4.2), squeeze=False, sharey=True)
+        for k, (ax, (name, s)) in enumerate(zip(axes[0], streams.items())):
+            R = np.array([s["base_scores"], *s["R"]])  # first row: the base model, before the stream
             im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
             for i in range(R.shape[0]):
                 for j in range(R.shape[1]):
                     ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", color="w" if R[i, j] < 0.6 else "k", fontsize=8)
+            ax.axhline(0.5, color="w", lw=2)
             ax.set_xticks(range(len(s["tasks"])), s["tasks"], rotation=30, ha="right", fontsize=7)
-            ax.set_yticks(range(len(s["tasks"])), [f"after {t.split('/')[0]}" for t in s["tasks"]], fontsize=7)
+            if k == 0:
+                ax.set_yticks(range(R.shape[0]), ["base", *(f"after {t.split('/')[0]}" for t in s["tasks"])], fontsize=7)
             ax.set_title(f"R[i, j]: {name}")
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
         made["sequential"] = _save(fig, fig_dir / "sequential-R.png")
