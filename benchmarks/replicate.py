@@ -339,6 +339,28 @@ def sequential(runs: dict, scores: dict, task_domain: dict, cfg: ReplicateConfig
     return out
 
 
+def sequential_by_method(streams: dict, cfg: ReplicateConfig) -> dict:
+    """Per stream method: mean and sample std over its finished seeds of R, its summaries and the prior score."""
+    out = {}
+    for method in cfg.sequence_methods:
+        seeds = [s for s in cfg.sequence_seeds if f"{method}-s{s}" in streams]
+        if not seeds:
+            continue
+        runs = [streams[f"{method}-s{s}"] for s in seeds]
+        R = np.array([r["R"] for r in runs])
+        agg = {"seeds": seeds, "tasks": runs[0]["tasks"], "base_scores": runs[0]["base_scores"],
+               "prior_base": runs[0]["prior_base"], "R_mean": R.mean(0).tolist(),
+               "R_std": (R.std(0, ddof=1) if len(runs) > 1 else np.full(R.shape[1:], np.nan)).tolist()}
+        for key in ("average_accuracy", "backward_transfer"):
+            agg[key] = _mean_std(r.get(key, float("nan")) for r in runs)
+        agg["prior_per_stage"] = [_mean_std(r["prior_per_stage"][i] for r in runs) for i in range(len(R[0]))]
+        if "forgetting_per_stage" in runs[0]:
+            agg["forgetting_per_stage"] = [_mean_std(r["forgetting_per_stage"][i] for r in runs)
+                                           for i in range(len(runs[0]["forgetting_per_stage"]))]
+        out[method] = agg
+    return out
+
+
 def checks(table: dict, domain: str) -> list[dict]:
     """The issue's acceptance claims, decided from the numbers (thresholds stated in each claim)."""
     dcpt, sonar, scratch = table.get("dcpt"), table.get("sonar"), table.get(SCRATCH)
@@ -417,20 +439,22 @@ def _plots(results: dict, fig_dir: Path) -> dict[str, str]:
         ax.set_ylabel(f"{domain} probe score")
         ax.legend(fontsize=7)
         made[f"compute-{domain}"] = _save(fig, fig_dir / f"compute-{domain}.png")
-    streams = results["sequential"]
-    if streams:
-        fig, axes = plt.subplots(1, len(streams), figsize=(4.2 * len(streams) + 1.5, 4.2), squeeze=False, sharey=True)
-        for k, (ax, (name, s)) in enumerate(zip(axes[0], streams.items())):
-            R = np.array([s["base_scores"], *s["R"]])  # first row: the base model, before the stream
+    methods = results["sequential_by_method"]
+    if methods:
+        fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods) + 1.5, 4.2), squeeze=False, sharey=True)
+        for k, (ax, (method, s)) in enumerate(zip(axes[0], methods.items())):
+            R = np.array([s["base_scores"], *s["R_mean"]])  # first row: the base model, before the stream
+            std = np.array([np.full(len(s["base_scores"]), np.nan), *s["R_std"]])
             im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
             for i in range(R.shape[0]):
                 for j in range(R.shape[1]):
-                    ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", color="w" if R[i, j] < 0.6 else "k", fontsize=8)
+                    text = f"{R[i, j]:.2f}" + ("" if np.isnan(std[i, j]) else f"\n±{std[i, j]:.2f}")
+                    ax.text(j, i, text, ha="center", va="center", color="w" if R[i, j] < 0.6 else "k", fontsize=7)
             ax.axhline(0.5, color="w", lw=2)
             ax.set_xticks(range(len(s["tasks"])), s["tasks"], rotation=30, ha="right", fontsize=7)
             if k == 0:
                 ax.set_yticks(range(R.shape[0]), ["base", *(f"after {t.split('/')[0]}" for t in s["tasks"])], fontsize=7)
-            ax.set_title(f"R[i, j]: {name}")
+            ax.set_title(f"R[i, j]: {method}, mean ± std over seeds {','.join(map(str, s['seeds']))}", fontsize=9)
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
         made["sequential"] = _save(fig, fig_dir / "sequential-R.png")
     return made
@@ -491,12 +515,19 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
             rows.append([name, f"{s['average_accuracy']:.3f}", f"{s.get('backward_transfer', float('nan')):+.3f}",
                          " / ".join(f"{f:+.3f}" for f in s.get("forgetting_per_stage", [])),
                          " → ".join(f"{p:.3f}" for p in [s["prior_base"], *s["prior_per_stage"]])])
+        for method, s in results["sequential_by_method"].items():
+            rows.append([f"**{method}, mean over {len(s['seeds'])}**", _pm(s["average_accuracy"]),
+                         _pm(s["backward_transfer"], True),
+                         " / ".join(_pm(f, True) for f in s.get("forgetting_per_stage", [])),
+                         " → ".join([f"{s['prior_base']:.3f}", *(_pm(p) for p in s["prior_per_stage"])])])
         lines += [_md(["stream", "avg. accuracy (final)", "BWT", "forgetting after stage 1..T-1",
                        "prior-task score: base → each stage"], rows), ""]
-        for name, s in results["sequential"].items():
-            lines += [f"R[i, j] for {name} (row: after stage i; base row first):", "",
+        for method, s in results["sequential_by_method"].items():
+            lines += [f"R[i, j] for {method}, mean ± std over seeds {','.join(map(str, s['seeds']))} "
+                      "(row: after stage i; base row first):", "",
                       _md(["after", *s["tasks"]], [["base", *(f"{v:.3f}" for v in s["base_scores"])]] +
-                          [[s["tasks"][i].split("/")[0], *(f"{v:.3f}" for v in row)] for i, row in enumerate(s["R"])]), ""]
+                          [[s["tasks"][i].split("/")[0], *(_pm((m, sd, len(s["seeds"]))) for m, sd in zip(row, srow))]
+                           for i, (row, srow) in enumerate(zip(s["R_mean"], s["R_std"]))]), ""]
         lines += [f"![accuracy matrices]({rel['sequential']})", ""]
     return "\n".join(lines)
 
@@ -524,11 +555,13 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, 
                       "scores_by_domain": {d: float(np.mean([v for t, v in s.items() if task_domain[t] == d]))
                                            for d in sorted(set(task_domain.values()))}}
     single = {d: single_domain(runs, scores, task_domain, d) for d in cfg.domains}
+    streams = sequential(runs, scores, task_domain, cfg)
     results = {"meta": {"command": command, "revision": _revision(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "config": to_dict(cfg)},
                "references": refs, "single_domain": single,
                "checks": {d: checks(t, d) for d, t in single.items()},
-               "sequential": sequential(runs, scores, task_domain, cfg), "runs": runs, "missing": missing,
+               "sequential": streams, "sequential_by_method": sequential_by_method(streams, cfg),
+               "runs": runs, "missing": missing,
                "per_task": table.drop(columns="key").to_dict(orient="records")}
     _write_json(storage.join(cfg.work, f"results-{cfg.eval_split}.json"), results)
     page = Path(cfg.page).resolve()

@@ -45,6 +45,9 @@ def test_smoke_pipeline_writes_page_plots_json_and_resumes(tiny_corpus, tiny_bas
     for stream in results["sequential"].values():
         assert stream["tasks"] == ["speech/word", "music/instrument"]
         assert len(stream["R"]) == 2 and len(stream["R"][0]) == 2 and len(stream["forgetting_per_stage"]) == 1
+    assert set(results["sequential_by_method"]) == {"sonar", "dcpt"}
+    for method, agg in results["sequential_by_method"].items():  # one seed: the mean is that seed's stream
+        assert agg["seeds"] == [0] and agg["R_mean"] == results["sequential"][f"{method}-s0"]["R"]
     runs = sorted(p.parent.relative_to(work / "runs").as_posix() for p in (work / "runs").rglob("run.json"))
     assert runs == ["dcpt/speech-s0", "seq-dcpt-s0/1-music", "seq-sonar-s0/1-music", "sonar/speech-s0",
                     "sonar_no_model_distill/speech-s0"]
