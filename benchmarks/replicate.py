@@ -3,7 +3,7 @@ DCPT forgets, retraining from scratch costs ~10x more. Every model is trained by
 (jobs/pretrain.py, jobs/adapt.py, called in-process on one Ray) and scored by the library's frozen
 linear-probe protocol (sonar_ray.eval).
 
-    python benchmarks/replicate.py --config benchmarks/replicate_configs/demo.yaml   # ~70 min, 2 CPU cores
+    python benchmarks/replicate.py --config benchmarks/replicate_configs/demo.yaml   # ~1.5 h, 2 CPU cores
     python benchmarks/replicate.py --smoke                                           # minutes (CI)
     python benchmarks/replicate.py --config benchmarks/replicate_configs/cluster.yaml --ray-address auto
 
