@@ -353,10 +353,9 @@ def sequential_by_method(streams: dict, cfg: ReplicateConfig) -> dict:
                "R_std": (R.std(0, ddof=1) if len(runs) > 1 else np.full(R.shape[1:], np.nan)).tolist()}
         for key in ("average_accuracy", "backward_transfer"):
             agg[key] = _mean_std(r.get(key, float("nan")) for r in runs)
-        agg["prior_per_stage"] = [_mean_std(r["prior_per_stage"][i] for r in runs) for i in range(len(R[0]))]
-        if "forgetting_per_stage" in runs[0]:
-            agg["forgetting_per_stage"] = [_mean_std(r["forgetting_per_stage"][i] for r in runs)
-                                           for i in range(len(runs[0]["forgetting_per_stage"]))]
+        for key in ("prior_per_stage", "forgetting_per_stage"):  # per stage: mean/std over seeds
+            if key in runs[0]:
+                agg[key] = [_mean_std(stage) for stage in zip(*(r[key] for r in runs))]
         out[method] = agg
     return out
 

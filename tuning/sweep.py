@@ -9,8 +9,8 @@ Flags before `--` configure the search; flags after it (or `--config FILE`) are 
 the base run every trial starts from. A trial is that run with the sampled knobs, one adaptation paused
 at each of `rungs` points (max_steps * r / rungs steps; `--stop-after`, so rung r+1 continues rung r's
 run and a trial that completes costs exactly one run of max_steps), evaluated with linear probes at each
-pause and reported to Tune as `objective = adaptability - alpha * forgetting`. OptunaSearch (TPE) proposes knobs, ASHA stops trials whose objective is poor at an early
-rung. After the search: trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats
+pause and reported to Tune as `objective = adaptability - alpha * forgetting`. OptunaSearch (TPE)
+proposes knobs, ASHA stops trials whose objective is poor at an early rung. After the search: trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats
 on both adaptability and forgetting), pareto.png, and recommended.json (the completed trial with the best
 objective, as a jobs/adapt.py --config file).
 """

@@ -48,7 +48,9 @@ def _read_progress(output: str) -> int:
 
 
 def completed_steps(output: str) -> int:
-    """Steps of the model exported in `output` (0: none yet)."""
+    """How far the run in `output` has safely got, once it has exported a model (0: none yet). Equal to
+    the exported model's step between invocations; while a later segment runs it may be ahead of it,
+    never ahead of that segment's end (its own checkpoints lag by one)."""
     return _read_progress(output) if storage.exists(storage.join(output, artifacts.MODEL)) else 0
 
 

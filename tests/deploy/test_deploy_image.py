@@ -5,7 +5,6 @@ No Docker engine runs here: these tests read the file; building it is CI-with-Do
 from __future__ import annotations
 
 import importlib.metadata
-
 import re
 import shlex
 import tomllib
