@@ -25,7 +25,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("SONAR_FIXTURES", REPO.parent / "shared" / "fixtures"))
+# The official BEATs reference outputs, copied into the repository so parity runs on a plain clone.
+FIXTURES = Path(os.environ.get("SONAR_FIXTURES", REPO / "tests" / "fixtures" / "beats"))
+# The official code itself (for same-machine bit-exact checks); not redistributed, so optional.
+REFERENCE = Path(os.environ.get("SONAR_REFERENCE", REPO.parent / "shared" / "reference"))
 
 
 def free_port() -> int:
@@ -39,6 +42,14 @@ def fixtures_dir() -> Path:
     if not (FIXTURES / "expected.pt").exists():
         pytest.skip(f"BEATs reference fixtures not found at {FIXTURES} (set SONAR_FIXTURES)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "official.py").exists():
+        pytest.skip(f"official BEATs reference code not found at {REFERENCE} (set SONAR_REFERENCE): "
+                    "same-machine bit-exact checks need it; the stored-fixture parity tests still ran")
+    return REFERENCE
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sonar_ray.audio.fbank import WINDOW_TYPES, kaldi_fbank
+from tolerances import FBANK_ABS, FBANK_REL
 
 NAMES = ["batch", "single", "single_falsemask"]
 
@@ -27,10 +28,18 @@ def test_fbank_matches_torchaudio_reference(data, name):
     exp = fbank_raw[name]
     assert got.shape == exp.shape and got.dtype == torch.float32
     diff = (got - exp).abs()
-    assert diff.max() <= 1e-4
-    assert (diff / exp.abs().clamp_min(1.0)).max() <= 1e-5
-    # Unbatched input gives the same rows.
-    assert torch.allclose(kaldi_fbank(wave[0]), exp[0], atol=1e-4, rtol=0)
+    assert diff.max() <= FBANK_ABS
+    assert (diff / exp.abs().clamp_min(1.0)).max() <= FBANK_REL
+    # Unbatched input gives the same rows, bit for bit.
+    assert torch.equal(kaldi_fbank(wave[0]), got[0])
+
+
+def test_fbank_tolerance_catches_a_wrong_option(data):
+    """The negative control: the stored-fixture tolerance is far below what a real mistake moves."""
+    inputs, fbank_raw = data
+    wave = inputs["batch"]["source"] * 2 ** 15
+    wrong = kaldi_fbank(wave, num_mel_bins=128, preemphasis_coefficient=0.96)
+    assert (wrong - fbank_raw["batch"]).abs().max() > 20 * FBANK_ABS
 
 
 def test_padded_silence_hits_the_log_floor(data):
@@ -81,7 +90,7 @@ def test_torchaudio_backend(data):
     except Exception:  # installed but broken (e.g. built for another torch)
         importable = False
     if importable:
-        assert torch.allclose(kaldi_fbank(wave, backend="torchaudio"), fbank_raw["batch"], atol=1e-4)
+        assert torch.allclose(kaldi_fbank(wave, backend="torchaudio"), fbank_raw["batch"], atol=FBANK_ABS)
     else:
         with pytest.raises(RuntimeError, match="torchaudio"):
             kaldi_fbank(wave, backend="torchaudio")

@@ -10,6 +10,7 @@ import torch
 from sonar_ray.models import beats, tokenizer
 from sonar_ray.models.beats import BEATs, BEATsConfig
 from sonar_ray.models.tokenizer import Tokenizer, TokenizerConfig
+from tolerances import FEATURES, FEATURES_SDPA, LPROBS, PREPROCESS, QUANTIZE
 
 NAMES = ["batch", "single", "single_falsemask"]
 
@@ -47,21 +48,31 @@ def test_beats_features(fx, name, use_sdpa):
     src, pm = item["source"], item["padding_mask"]
     with torch.no_grad():
         fbank = model.preprocess(src)
-        assert maxdiff(fbank, exp["preprocess"][name]) <= 1e-5
+        assert maxdiff(fbank, exp["preprocess"][name]) <= PREPROCESS
         inter = exp["beats"][name]["intermediates"]
         x = model.patch_embedding(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)
-        assert maxdiff(model.layer_norm(x), inter["patch_layer_norm_out"]) <= 1e-5
+        assert maxdiff(model.layer_norm(x), inter["patch_layer_norm_out"]) <= FEATURES
         emb = model.embed(fbank)
-        assert maxdiff(emb, inter["post_extract_proj_out"]) <= 1e-5
+        assert maxdiff(emb, inter["post_extract_proj_out"]) <= FEATURES
         if pm is not None:
             frame_mask = model.forward_padding_mask(fbank, pm)
             assert_mask(frame_mask, exp["frame_padding_mask"][name])
             assert_mask(model.patch_padding_mask(frame_mask, emb.shape[1]), exp["patch_padding_mask"][name])
         feats, mask = model.extract_features(src, padding_mask=pm)
-    # The explicit path reproduces the official operation order (0.0 on these fixtures).
-    assert maxdiff(feats, exp["beats"][name]["features"]) <= (1e-4 if use_sdpa else 1e-5)
-    assert maxdiff(feats, inter["encoder_out"]) <= 1e-4
+    # The explicit path reproduces the official operation order (bit-identical on the fixture machine).
+    assert maxdiff(feats, exp["beats"][name]["features"]) <= (FEATURES_SDPA if use_sdpa else FEATURES)
+    assert maxdiff(feats, inter["encoder_out"]) <= FEATURES_SDPA
     assert_mask(mask, exp["beats"][name]["padding_mask"])
+
+
+def test_feature_tolerance_catches_a_perturbed_bias(fixtures_dir, fx):
+    """The fixtures' negative control: a 1e-3 change to one layer-0 bias must fail the feature tolerance."""
+    model = beats.load_checkpoint(fixtures_dir / "beats_tiny.pt")
+    with torch.no_grad():
+        model.encoder.layers[0].fc2.bias[0] += 1e-3  # moves features by ~7e-4
+        item = fx["inputs"]["batch"]
+        feats, _ = model.extract_features(item["source"], padding_mask=item["padding_mask"])
+    assert maxdiff(feats, fx["expected"]["beats"]["batch"]["features"]) > 10 * FEATURES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -71,9 +82,9 @@ def test_finetuned_lprobs(fx, name):
         lprobs, mask = model.extract_features(item["source"], padding_mask=item["padding_mask"])
         x, _ = model.encode_source(item["source"], item["padding_mask"])
         logits = model.predictor(x)
-    assert maxdiff(lprobs, exp["lprobs"]) <= 1e-5
-    assert maxdiff(x, exp["intermediates"]["encoder_out"]) <= 1e-4
-    assert maxdiff(logits, exp["intermediates"]["predictor_logits_per_patch"]) <= 1e-4
+    assert maxdiff(lprobs, exp["lprobs"]) <= LPROBS
+    assert maxdiff(x, exp["intermediates"]["encoder_out"]) <= FEATURES_SDPA
+    assert maxdiff(logits, exp["intermediates"]["predictor_logits_per_patch"]) <= FEATURES_SDPA
     assert_mask(mask, exp["padding_mask"])
 
 
@@ -91,9 +102,9 @@ def test_tokenizer_labels(fx, name):
     assert labels.dtype == torch.int64 and labels.shape == exp["labels"].shape
     assert torch.equal(labels, exp["labels"])
     assert torch.equal(by_fbank, exp["labels"].view(by_fbank.shape))
-    assert maxdiff(q, exp["intermediates"]["quantize_input"]) <= 1e-4
+    assert maxdiff(q, exp["intermediates"]["quantize_input"]) <= QUANTIZE
     top2 = dist.flatten(0, 1).topk(2, dim=-1, largest=False).values
-    assert maxdiff(top2[:, 1] - top2[:, 0], exp["label_margin"]) <= 1e-4
+    assert maxdiff(top2[:, 1] - top2[:, 0], exp["label_margin"]) <= QUANTIZE
 
 
 def test_presets_match_fixture_and_official_defaults(fixtures_dir):
