@@ -17,9 +17,10 @@ from pathlib import Path
 from sonar_ray import storage
 from sonar_ray.cluster import init_ray, quiet_data_progress
 from sonar_ray.config import to_dict
-from sonar_ray.data import DataConfig, PreparedData, build_train_dataset
+from sonar_ray.data import DataConfig, PreparedData, build_train_dataset, prepare_data
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
+from sonar_ray.train.health import HoldOut, split_holdout
 from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
 
 
@@ -35,6 +36,7 @@ class RunSummary:
     worker_seconds: float   # CPU/GPU-seconds: wall time x workers
     final_metrics: dict
     first_metrics: dict
+    health: dict | None = None   # {"before"/"after": {"new"/"prior": masked-prediction health}} on held-out clips
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -109,6 +111,10 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
         "threads_per_worker": max(1, int(cfg.cpus_per_worker)) if not cfg.use_gpu else 4,
         "fail_at_step": int(os.environ.get("SONAR_INJECT_FAILURE_AT_STEP", -1)), "fault_marker": fault_marker,
     }
+    # A held-out slice of the run's own data, set aside before the stream is planned.
+    prepared, holdout = split_holdout(prepared or prepare_data(data_cfg), data_cfg.clip_seconds,
+                                      retries=data_cfg.read_retries)
+    before = holdout.measure(paths_files(paths), cfg.mask_ratio)
     storage_path, storage_fs = ray_dir, None
     if storage.is_remote(output):
         storage_fs, storage_path = storage.pyarrow_filesystem(ray_dir)
@@ -130,10 +136,32 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     if result.checkpoint is None:
         raise RuntimeError(f"run {name!r} finished without a checkpoint: {result.error}")
     summary = export(cfg, result, output, wall)
+    record_health(summary, holdout, before, cfg.mask_ratio)
     # The final checkpoint is registered now: a later --resume (e.g. a larger --stop-after) streams
     # on from exactly where this one stopped.
     storage.write_bytes_atomic(storage.join(output, PROGRESS), json.dumps({"safe_step": summary.steps}).encode())
     return summary
+
+
+def paths_files(paths: dict) -> dict:
+    return {"model": paths.get("base"), "tokenizer": paths.get("tokenizer"), "predictor": paths.get("predictor")}
+
+
+def record_health(summary: RunSummary, holdout: HoldOut, before: dict, mask_ratio: float) -> None:
+    """Score the exported model on the held-out slice; into the summary, metrics.jsonl and the console."""
+    after = holdout.measure({"model": summary.model, "tokenizer": summary.tokenizer,
+                             "predictor": summary.predictor}, mask_ratio)
+    summary.health = {"before": before, "after": after}
+    row = {"step": summary.steps, **{f"health/{src}/{k}": v for src, h in after.items() for k, v in h.items()}}
+    uri = storage.join(summary.output, "metrics.jsonl")
+    old = storage.read_bytes(uri) if storage.exists(uri) else b""
+    storage.write_bytes_atomic(uri, old + (json.dumps(row) + "\n").encode())
+    for src, h in after.items():
+        was = before.get(src, {})
+        print(f"[health] {src} (held-out {h['clips']} clips): information gain {h['info_gain']:.2f} nats"
+              + (f" (was {was['info_gain']:.2f})" if was else "")
+              + f", masked accuracy {h['masked_accuracy']:.3f} vs majority {h['majority_accuracy']:.3f}"
+              + f", labels perplexity {h['label_perplexity']:.1f}, live codes {h['live_code_share']:.0%}", flush=True)
 
 
 def export(cfg: TrainConfig, result, output: str, wall: float) -> RunSummary:

@@ -49,10 +49,34 @@ def demo_base_dir(corpus: str, recipe=None, name: str = "base") -> Path:
     return sonar_home() / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
 
+# The demo base model, pre-trained once with jobs/pretrain.py and shipped (model.pt, tokenizer.pt,
+# predictor.pt and recipe.json: corpus version, recipe, command, health, wall time).
+SHIPPED_BASE = Path(__file__).resolve().parents[1] / "demo" / "base"
+
+
+def shipped_base_model(recipe=None) -> str | None:
+    """The shipped model.pt when it was made from this corpus version with this recipe, else None."""
+    from sonar_ray.config import to_dict
+    from sonar_ray.demo import CORPUS_VERSION
+
+    card = SHIPPED_BASE / "recipe.json"
+    if not card.exists():
+        return None
+    made = json.loads(card.read_text())
+    want = {k: v for k, v in to_dict(demo_base_recipe("", recipe)).items() if k not in ("data", "output")}
+    if made["corpus_version"] != CORPUS_VERSION or made["recipe"] != want:
+        return None
+    return str(SHIPPED_BASE / artifacts.MODEL)
+
+
 def demo_base_model(corpus: str, recipe=None, name: str = "base") -> str:
-    """model.pt of a base model pre-trained on `corpus` with `recipe`, trained once."""
+    """model.pt of a base model pre-trained on `corpus` with `recipe`: the shipped one when it matches,
+    else trained once under $SONAR_HOME."""
     from sonar_ray.train.pretrain import pretrain
 
+    shipped = shipped_base_model(recipe)
+    if shipped is not None:
+        return shipped
     out = demo_base_dir(corpus, recipe, name)
     if not (out / artifacts.MODEL).exists():
         print(f"pre-training the demo base model in {out} (once)", flush=True)
