@@ -40,7 +40,12 @@ class Scale:
 
 # Bump when the generator's output changes: cached demo corpora (and the base models trained on
 # them) live in folders named after it, so a stale cache is never picked up.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
+
+# Like general audio (AudioSet holds speech, music and animals), the prior's unlabeled set mixes in a
+# minority of clips from each new domain's generator (every RELATED_EVERY-th file, domains in turn),
+# so relevance-based replay has prior material near each new domain to find. Probe clips stay pure.
+RELATED_EVERY = 5
 
 SCALES = {
     "tiny": Scale(1.0, 6, (12, 6, 12), 1),
@@ -58,6 +63,15 @@ class FileSpec:
     task: str | None = None
     label: str | None = None
     split: str | None = None
+    source: str | None = None  # generator, when not the domain's own (related material in the prior)
+
+
+def related_source(domain: str, index: int) -> str | None:
+    """The new domain whose generator makes unlabeled prior file `index`, or None (a plain prior clip)."""
+    if domain != "prior" or index % RELATED_EVERY != RELATED_EVERY - 1:
+        return None
+    new = [d for d in DOMAINS if d != "prior"]
+    return new[(index // RELATED_EVERY) % len(new)]
 
 
 def plan_corpus(scale: Scale, seed: int) -> list[FileSpec]:
@@ -65,7 +79,8 @@ def plan_corpus(scale: Scale, seed: int) -> list[FileSpec]:
     for d, domain in enumerate(DOMAINS):
         for i in range(scale.train_files):
             length = scale.clip_seconds * (1 + np.random.default_rng([seed, d, 9, i]).random())
-            specs.append(FileSpec(f"audio/{domain}/train/{domain}-{i:05d}", domain, round(length, 3), (seed, d, 0, i)))
+            specs.append(FileSpec(f"audio/{domain}/train/{domain}-{i:05d}", domain, round(length, 3), (seed, d, 0, i),
+                                  source=related_source(domain, i)))
         for t, (task, classes) in enumerate(TASKS[domain].items()):
             for s, (split, total) in enumerate(zip(SPLITS, scale.probe_clips)):
                 for c, label in enumerate(classes):
@@ -80,7 +95,7 @@ def render(spec: FileSpec) -> tuple[str, bytes, dict]:
     rng = np.random.default_rng(spec.seed)
     ext, fmt, subtype = FORMATS[rng.choice(len(FORMATS), p=FORMAT_P)]
     rate = int(rng.choice(RATES, p=RATE_P))
-    wave = synthesize(spec.domain, rng, rate, spec.seconds, {spec.task: spec.label} if spec.task else {})
+    wave = synthesize(spec.source or spec.domain, rng, rate, spec.seconds, {spec.task: spec.label} if spec.task else {})
     if rng.random() < STEREO_P:  # a second microphone: slightly later and quieter
         shift = int(rng.integers(1, 40))
         wave = np.stack([wave, np.concatenate([np.zeros(shift, np.float32), wave[:-shift]]) * 0.8], axis=1)
@@ -90,6 +105,8 @@ def render(spec: FileSpec) -> tuple[str, bytes, dict]:
     row = {"path": path, "domain": spec.domain, "duration": spec.seconds}
     if spec.task:
         row.update(task=spec.task, label=spec.label, split=spec.split)
+    if spec.source:
+        row["source"] = spec.source
     return path, buf.getvalue(), row
 
 

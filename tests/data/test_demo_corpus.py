@@ -19,7 +19,7 @@ def rows(root, name):
 def test_layout_schema_and_probe_tasks(tiny_corpus):
     train, probes = rows(tiny_corpus, "train.jsonl"), rows(tiny_corpus, "probes.jsonl")
     assert {r["domain"] for r in train} == set(DOMAINS) == {"prior", "speech", "music", "bioacoustics", "environmental"}
-    assert all(set(r) == {"path", "domain", "duration"} for r in train)
+    assert all(set(r) - {"source"} == {"path", "domain", "duration"} for r in train)
     assert all(set(r) == {"path", "domain", "task", "label", "split", "duration"} for r in probes)
     assert len(TASKS["prior"]) >= 2 and all(len(TASKS[d]) >= 1 for d in DOMAINS)
     for domain, tasks in TASKS.items():
@@ -32,6 +32,25 @@ def test_layout_schema_and_probe_tasks(tiny_corpus):
         assert r["path"].startswith(f"audio/{r['domain']}/")
         info = sf.info(str(Path(tiny_corpus) / r["path"]))
         assert abs(info.duration - r["duration"]) < 0.01
+
+
+def test_prior_holds_a_minority_of_material_related_to_each_new_domain():
+    """Like AudioSet, the prior's unlabeled set includes speech-, music-, animal- and scene-like clips."""
+    from sonar_ray.demo.corpus import SCALES, plan_corpus
+
+    prior = [s for s in plan_corpus(SCALES["demo"], seed=0) if s.domain == "prior" and s.task is None]
+    related = [s.source for s in prior if s.source]
+    assert set(related) == set(DOMAINS) - {"prior"}
+    assert 0.1 <= len(related) / len(prior) <= 0.3
+    assert len({related.count(d) for d in set(related)}) == 1  # each new domain equally
+    assert all(s.source is None for s in plan_corpus(SCALES["demo"], seed=0) if s.task or s.domain != "prior")
+
+
+def test_related_prior_clips_come_from_the_new_domain_generator(tiny_corpus):
+    train = rows(tiny_corpus, "train.jsonl")
+    related = [r for r in train if "source" in r]
+    assert related and all(r["domain"] == "prior" and r["path"].startswith("audio/prior/train/") for r in related)
+    assert {r["source"] for r in related} <= set(DOMAINS) - {"prior"}
 
 
 def test_mixed_rates_channels_and_formats(tiny_corpus):
