@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sonar_ray.data.config import DataConfig
+
 METHODS = ("sonar", "dcpt", "scratch")
 
 
@@ -29,6 +31,8 @@ class TrainConfig:
     replay_ratio: float = field(default=0.5, **_help("share of prior clips in each batch (sonar)"))
     replay_policy: str = field(default="relevance", **_help("uniform | relevance", choices=("uniform", "relevance")))
     num_strata: int = field(default=8, **_help("k-means strata of the prior set"))
+    replay_max_oversample: float = field(default=DataConfig.max_oversample, **_help(
+        "relevance replay: cap on how much more often a prior clip is replayed than under uniform replay (>= 1)"))
     lambda_tok: float = field(default=1.0, **_help("weight of tokenizer-level distillation"))
     lambda_model: float = field(default=1.0, **_help("weight of model-level (feature) distillation"))
     distill_kind: str = field(default="cosine", **_help("feature distance", choices=("cosine", "mse")))
@@ -75,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
         if self.max_steps < 1 or self.batch_size < 1 or self.num_workers < 1:
             raise ValueError("max_steps, batch_size and num_workers must be >= 1")
+        if self.replay_max_oversample < 1.0:
+            raise ValueError(f"replay_max_oversample must be >= 1, got {self.replay_max_oversample}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:
             raise ValueError(f"stop_after must be in [1, max_steps={self.max_steps}], got {self.stop_after}")
 
