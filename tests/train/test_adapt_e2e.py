@@ -67,6 +67,9 @@ def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp
         for name in ("summary.json", "metrics.jsonl", "bad_inputs.json", "tokenizer.pt", "predictor.pt"):
             assert (Path(run["output"]) / name).exists(), name
     assert dcpt["final_metrics"]["replay_share"] == 0.0 and sonar["final_metrics"]["replay_share"] == 0.5
+    replay = json.loads((Path(sonar["output"]) / "summary.json").read_text())["data"]
+    assert len(replay["strata_shares"]) == len(replay["strata_sizes"]) and sum(replay["strata_shares"]) == pytest.approx(1, abs=1e-3)
+    assert 1.0 <= replay["effective_strata"] <= len(replay["strata_shares"]) and 1.0 <= replay["max_oversampling"] <= 4.0
     assert "loss_model" in sonar["final_metrics"] and "loss_model" not in dcpt["final_metrics"]
     # SONAR grew the tokenizer by 4 codes (the new domain is quantized worse than the prior).
     base_codes = tokenizer_lib.load_checkpoint(str(Path(tiny_base).parent / "tokenizer.pt")).cfg.quant_n
