@@ -29,7 +29,7 @@ from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 from sonar_ray.objectives.tokenizer_training import kmeans_init
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.loop import Models, compute_losses, prior_usage
+from sonar_ray.train.loop import Models, compute_losses
 from sonar_ray.train.schedule import build_optimizer
 
 
@@ -52,7 +52,8 @@ def build(method: str, preset: str, folder: Path) -> tuple[TrainConfig, Models]:
         models.teacher_tokenizer = tokenizer_lib.Tokenizer(tok.cfg)
         models.teacher_tokenizer.load_state_dict(tok.state_dict())
         models.teacher_tokenizer.eval().requires_grad_(False)
-        models.codebook = OnlineCodebook(256, usage=prior_usage(tok))
+        models.teacher_predictor = artifacts.new_predictor(encoder.cfg.encoder_embed_dim, 256).eval().requires_grad_(False)
+        models.codebook = OnlineCodebook(256, usage=torch.full((256,), 1 / 256))
     return cfg, models
 
 
@@ -73,7 +74,7 @@ def steps_per_second(method: str, preset: str, batch: int, seconds: float, steps
             loss.backward()
             opt.step()
             if models.codebook is not None:
-                models.codebook.step(models.tokenizer.quantize.embedding, aux["new_features"])
+                models.codebook.step(models.tokenizer.quantize.embedding, aux["features"])
 
         step()  # warm-up
         t0 = time.perf_counter()

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     # --- report
     summary = {**asdict(run), "config": to_dict(cfg), "metrics": metrics,
                "data": {"new_clips": len(prepared.new), "prior_clips": len(prepared.prior),
-                        "strata_shares": [round(float(s), 4) for s in prepared.shares], "skipped": bad["counts"]},
+                        **prepared.replay, "skipped": bad["counts"]},
                "total_seconds": round(time.time() - t0, 1)}
     storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"), json.dumps(summary, indent=2).encode())
     print_summary(summary)

@@ -20,8 +20,10 @@ class DataConfig:
     min_seconds: float = field(default=0.1, metadata={"help": "shorter files are skipped as too_short"})
     policy: str = field(default="relevance", metadata={"help": "prior sampling across strata", "choices": POLICIES})
     num_strata: int = field(default=8, metadata={"help": "k-means strata of the prior set (when no stratum column)"})
-    temperature: float = field(default=0.1, metadata={"help": "softmax temperature of stratum relevance"})
-    min_share: float = field(default=0.02, metadata={"help": "lowest replay share any stratum gets"})
+    temperature: float = field(default=0.5, metadata={"help": "temperature T of exp(relevance / T) (relevance: a cosine in [-1, 1])"})
+    max_oversample: float = field(default=4.0, metadata={"help": "cap on how much more often a prior clip is replayed than under uniform replay (>= 1)"})
+    min_oversample: float = field(default=0.25, metadata={"help": "floor on a prior clip's replay rate relative to uniform replay (<= 1)"})
+    new_modes: int = field(default=4, metadata={"help": "k-means modes of the new domain; relevance is the max cosine over them"})
     model_uri: str | None = field(default=None, metadata={"help": "starting BEATs checkpoint for embeddings (else fbank means)"})
     cache_uri: str | None = field(default=None, metadata={"help": "inspection cache folder (default: <source>/.sonar_cache)"})
     read_retries: int = field(default=3, metadata={"help": "retries of a failing read before a file is skipped"})
@@ -33,3 +35,7 @@ class DataConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if not 0.0 <= self.replay_ratio <= 1.0:
             raise ValueError(f"replay_ratio must lie in [0, 1], got {self.replay_ratio}")
+        if not 0.0 <= self.min_oversample <= 1.0 <= self.max_oversample:
+            raise ValueError(f"need 0 <= min_oversample <= 1 <= max_oversample, got {self.min_oversample}, {self.max_oversample}")
+        if self.temperature <= 0 or self.new_modes < 1:
+            raise ValueError(f"temperature must be > 0 and new_modes >= 1, got {self.temperature}, {self.new_modes}")

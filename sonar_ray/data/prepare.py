@@ -1,5 +1,5 @@
 """Once per run: load both sources, inspect every file (cached), split good from bad, and give the
-prior clips strata and replay shares per the policy."""
+prior clips strata and replay shares per the policy (with the diagnostics every run reports)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sonar_ray import storage
 from sonar_ray.data.config import DataConfig
 from sonar_ray.data.inspect import inspect_files
 from sonar_ray.data.manifest import MANIFEST_SUFFIXES, load_source
-from sonar_ray.data.strata import kmeans, relevance_shares
+from sonar_ray.data.strata import finite_rows, kmeans, oversampling_shares, replay_diagnostics, stratum_relevance
 
 CACHE_FOLDER = ".sonar_cache"
 
@@ -24,6 +24,11 @@ class PreparedData:
     prior: pd.DataFrame    # good prior clips: uri, duration, stratum (0..S-1), ...
     shares: np.ndarray     # (S,) replay share per stratum, sums to 1
     bad: pd.DataFrame      # skipped files: uri, reason
+
+    @property
+    def replay(self) -> dict:
+        """Effective number of strata, largest per-clip oversampling factor, share per stratum."""
+        return replay_diagnostics(self.shares, np.bincount(self.prior["stratum"], minlength=len(self.shares)))
 
 
 def cache_dir_for(source_uri: str) -> str:
@@ -45,6 +50,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     relevance = cfg.policy == "relevance"
     new = _inspect(cfg, cfg.new_uri, cfg.new_domain, embed=relevance)
     prior = _inspect(cfg, cfg.prior_uri, cfg.prior_domain, embed=relevance)
+    if relevance:  # e.g. an absurdly loud float WAV: its embedding overflows, and one NaN spoils every centroid
+        for df in (new, prior):
+            df.loc[(df["reason"] == "") & ~finite_rows(np.stack(df["embedding"])), "reason"] = "non_finite_embedding"
     bad = pd.concat([new, prior])
     bad = bad[bad["reason"] != ""][["uri", "reason"]].reset_index(drop=True)
     new = new[new["reason"] == ""].reset_index(drop=True)
@@ -58,6 +66,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     if "stratum" in prior.columns:
         prior["stratum"] = pd.factorize(prior["stratum"], sort=True)[0]
     else:
-        prior["stratum"] = kmeans(prior_emb, cfg.num_strata, cfg.seed)
-    shares = relevance_shares(prior_emb, prior["stratum"].to_numpy(), new_emb, cfg.temperature, cfg.min_share)
+        prior["stratum"] = kmeans(prior_emb - prior_emb.mean(0), cfg.num_strata, cfg.seed)  # centred, as relevance
+    strata = prior["stratum"].to_numpy()
+    relevance_s = stratum_relevance(prior_emb, strata, new_emb, cfg.new_modes, cfg.seed)
+    shares = oversampling_shares(np.bincount(strata), relevance_s, cfg.temperature, cfg.min_oversample,
+                                 cfg.max_oversample)
     return PreparedData(new, prior, shares, bad)

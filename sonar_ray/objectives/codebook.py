@@ -11,12 +11,18 @@ operate on the tokenizer's official tensors `quantize.embedding.{weight, embed_a
   anchors forever, and lets starved codes settle on data that is already well quantized).
 * `new_codes` / `grow_tokenizer`: append codes seeded k-means++-style on badly quantized features;
   old codes stay bit-identical, and the state dict loads into a Tokenizer with the new quant_n.
-* `GrowthMonitor`: says when new-domain quantization error has stayed above the prior level.
+* `recorded_usage` / `record_usage`: each code's usage share lives in the official buffer
+  `quantize.cluster_size` of a saved tokenizer (all zeros until a SONAR stage has written it), so
+  the next stage of a stream starts from the usage the previous one ended with.
+
+Growth is decided once, at the start of an adaptation, by the training loop (see
+`sonar_ray.train.loop.survey_codebook`): new-domain error above 1.2x the prior error, both averaged
+over the first batches of every rank.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +53,13 @@ class OnlineCodebook(nn.Module):
         self.register_buffer("usage", torch.zeros(num_codes) if usage is None else usage.clone())
 
     @torch.no_grad()
-    def step(self, embedding: nn.Module, features: Tensor) -> dict:
+    def step(self, embedding: nn.Module, features: Tensor,
+             reduce: Callable[[Tensor], Tensor] | None = None) -> dict:
         """One update from a batch of features (N, d) (any scale; they are L2-normalized here).
 
+        Pass the features of every clip of the batch, replayed prior clips included: usage counts
+        what the data needs, and anchors (drawn by quantization error) land on what is badly served.
+        `reduce` sums the per-code counts over ranks, so usage is that of the global batch.
         `embedding` holds `weight` (K, d) and `embed_avg` (K, d), changed in place.
         Returns {'error': mean squared quantization error, 'moved': codes moved by alpha > 0.5}.
         """
@@ -57,7 +67,9 @@ class OnlineCodebook(nn.Module):
         codes = embedding.weight  # (K, d)
         K = codes.shape[0]
         labels, err = assign(z, codes)
-        share = torch.bincount(labels, minlength=K).float() / len(labels)  # (K,)
+        counts = torch.bincount(labels, minlength=K).float()  # (K,)
+        counts = reduce(counts) if reduce is not None else counts
+        share = counts / counts.sum().clamp(min=1)  # (K,)
         self.usage.mul_(self.decay).add_(share, alpha=1 - self.decay)
 
         alpha = torch.exp(-self.usage * K * 10.0 / (1 - self.decay) - 1e-3)[:, None]  # (K, 1)
@@ -124,20 +136,13 @@ def grow_tokenizer(tokenizer: nn.Module, codes: Tensor) -> None:
     quantize.num_tokens = tokenizer.cfg.quant_n = K
 
 
-class GrowthMonitor:
-    """Grow when new-domain quantization error stays above the prior level for `window` steps.
+def recorded_usage(quantize: nn.Module) -> Tensor | None:
+    """The usage share per code a previous stage wrote into `quantize.cluster_size`, or None (never written)."""
+    usage = quantize.cluster_size.detach().float().clamp(min=0)
+    return usage / usage.sum() if usage.sum() > 0 else None
 
-    `prior_error`: mean squared quantization error of the tokenizer on prior-domain features.
-    After signalling once the window restarts, so growth cannot fire on every step.
-    """
 
-    def __init__(self, prior_error: float, window: int = 100, margin: float = 1.2):
-        self.threshold = prior_error * margin
-        self.errors: deque[float] = deque(maxlen=window)
-
-    def update(self, error: float) -> bool:
-        self.errors.append(error)
-        if len(self.errors) == self.errors.maxlen and min(self.errors) > self.threshold:
-            self.errors.clear()
-            return True
-        return False
+@torch.no_grad()
+def record_usage(quantize: nn.Module, usage: Tensor) -> None:
+    """Write each code's usage share into the official buffer `quantize.cluster_size` (K,)."""
+    quantize.cluster_size.copy_(usage.to(quantize.cluster_size))

@@ -21,26 +21,26 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def token_distill_loss(student_logits: Tensor, teacher: Tensor, mask: Tensor | None = None,
-                       temperature: float = 1.0) -> Tensor:
-    """Token-level distillation over the patches in `mask` (B, P) bool, e.g. PatchMask.target.
+def token_distill_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None,
+                       temperature: float = 1.0, codes: Tensor | None = None) -> Tensor:
+    """Token-level distillation: KL(teacher || student) of predicted code distributions, at `temperature`.
 
-    student_logits (B, P, K_s). `teacher` is either
-      * labels (B, P) int64 from the teacher's tokenizer: cross-entropy to them. This form is not
-        zero when the student agrees with the teacher; it is the student's negative log-likelihood
-        of the teacher's codes and approaches 0 only as the student becomes confident in them.
-      * logits (B, P, K_t) from the teacher's predictor: KL(teacher || student) at `temperature`,
-        scaled by temperature**2 (Hinton) so gradients keep their size; exactly 0 when the
-        student's logits equal the teacher's.
-    A grown student (K_s > K_t) is compared on the teacher's K_t codes only.
+    student_logits (B, P, K_s) and teacher_logits (B, P, K_t) come from the student's and the
+    teacher's label predictors on the same visible patches; the loss is the mean over the patches in
+    `mask` (B, P) bool (e.g. PatchMask.target), scaled by temperature**2 (Hinton) so gradients keep
+    their size. Unlike cross-entropy to hard labels it carries the teacher's whole belief over codes,
+    and it is exactly 0 when the student's logits equal the teacher's.
+    `codes` (K_t,) bool keeps only the codes that still mean what they meant to the teacher (both
+    distributions renormalised over them); a grown student (K_s > K_t) is compared on the first K_t.
     """
-    teacher = teacher.detach()
-    if not teacher.is_floating_point():
-        nll = F.cross_entropy(student_logits.float().transpose(1, 2), teacher, reduction="none")  # (B, P)
-        return _masked_mean(nll, mask)
-    K_t = teacher.shape[-1]
-    log_p_s = F.log_softmax(student_logits[..., :K_t].float() / temperature, dim=-1)  # (B, P, K_t)
-    log_p_t = F.log_softmax(teacher.float() / temperature, dim=-1)  # (B, P, K_t)
+    K_t = teacher_logits.shape[-1]
+    s, t = student_logits[..., :K_t].float() / temperature, teacher_logits.detach().float() / temperature
+    if codes is not None:
+        if not codes.any():  # every code moved: the teacher has nothing left to say about them
+            return s.sum() * 0.0
+        s, t = s[..., codes], t[..., codes]  # (B, P, K_shared)
+    log_p_s = F.log_softmax(s, dim=-1)  # (B, P, K)
+    log_p_t = F.log_softmax(t, dim=-1)  # (B, P, K)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (B, P)
     return _masked_mean(kl, mask) * temperature**2
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sonar_ray.data.config import DataConfig
+
 METHODS = ("sonar", "dcpt", "scratch")
+DISTILL_SCOPES = ("all", "replay", "new")  # which clips of a batch a distillation term applies to
 
 
 def _help(text: str, **extra) -> dict:
@@ -29,12 +32,21 @@ class TrainConfig:
     replay_ratio: float = field(default=0.5, **_help("share of prior clips in each batch (sonar)"))
     replay_policy: str = field(default="relevance", **_help("uniform | relevance", choices=("uniform", "relevance")))
     num_strata: int = field(default=8, **_help("k-means strata of the prior set"))
-    lambda_tok: float = field(default=1.0, **_help("weight of tokenizer-level distillation"))
+    replay_max_oversample: float = field(default=DataConfig.max_oversample, **_help(
+        "relevance replay: cap on how much more often a prior clip is replayed than under uniform replay (>= 1)"))
+    lambda_tok: float = field(default=1.0, **_help(
+        "weight of tokenizer-level distillation: KL from the teacher's predicted code distribution (README)"))
     lambda_model: float = field(default=1.0, **_help("weight of model-level (feature) distillation"))
+    distill_scope_tok: str = field(default="all", **_help(
+        "clips the tokenizer-level term applies to: all | replay (prior clips) | new", choices=DISTILL_SCOPES))
+    distill_scope_model: str = field(default="all", **_help(
+        "clips the model-level term applies to: all | replay (prior clips) | new", choices=DISTILL_SCOPES))
     distill_kind: str = field(default="cosine", **_help("feature distance", choices=("cosine", "mse")))
     distill_layers: list[int] = field(default_factory=lambda: [-1], **_help("encoder layers to distill"))
     codebook_reanchor: bool = field(default=True, **_help("re-anchor under-used codes toward new-domain features"))
-    codebook_grow: int = field(default=0, **_help("codes to add when the new domain is poorly covered (0 = never)"))
+    codebook_grow: int = field(default=0, **_help(
+        "codes to add at the start when the new domain is quantized 1.2x worse than the prior (0 = never)"))
+    codebook_max_codes: int = field(default=4096, **_help("growth never takes the codebook past this many codes"))
 
     # --- model / objective
     preset: str = field(default="small", **_help("BEATs preset for --method scratch"))
@@ -75,6 +87,13 @@ class TrainConfig:
             raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
         if self.max_steps < 1 or self.batch_size < 1 or self.num_workers < 1:
             raise ValueError("max_steps, batch_size and num_workers must be >= 1")
+        for name in ("distill_scope_tok", "distill_scope_model"):
+            if getattr(self, name) not in DISTILL_SCOPES:
+                raise ValueError(f"{name} must be one of {DISTILL_SCOPES}, got {getattr(self, name)!r}")
+        if self.codebook_grow < 0 or self.codebook_max_codes < 1:
+            raise ValueError("codebook_grow must be >= 0 and codebook_max_codes >= 1")
+        if self.replay_max_oversample < 1.0:
+            raise ValueError(f"replay_max_oversample must be >= 1, got {self.replay_max_oversample}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:
             raise ValueError(f"stop_after must be in [1, max_steps={self.max_steps}], got {self.stop_after}")
 

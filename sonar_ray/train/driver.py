@@ -85,6 +85,9 @@ def check_inputs(cfg: TrainConfig, paths: dict) -> None:
     for key in ("tokenizer", "predictor"):
         if paths.get(key):
             storage.require_exists(paths[key], f"{key} checkpoint")
+    if cfg.method == "sonar" and cfg.lambda_tok > 0 and not paths.get("predictor"):
+        raise ValueError("tokenizer-level distillation (lambda_tok > 0) needs the starting model's predictor.pt "
+                         "beside --base; pass --lambda-tok 0 to train without it")
 
 
 def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedData | None = None) -> RunSummary:

@@ -119,5 +119,5 @@ def data_config(cfg: TrainConfig, new_domain: str | None = None) -> DataConfig:
         new_uri=cfg.data, new_domain=new_domain if new_domain is not None else (cfg.domain or None),
         prior_uri=cfg.prior, prior_domain="prior", replay_ratio=cfg.effective_replay_ratio,
         batch_size=cfg.batch_size, num_batches=cfg.max_steps * cfg.num_workers, clip_seconds=cfg.clip_seconds,
-        policy=policy, num_strata=cfg.num_strata, model_uri=cfg.base if policy == "relevance" else None,
+        policy=policy, num_strata=cfg.num_strata, max_oversample=cfg.replay_max_oversample, model_uri=cfg.base if policy == "relevance" else None,
         seed=cfg.seed)

@@ -1,13 +1,14 @@
 """`train_loop_per_worker`: what each Ray Train worker runs for SONAR, DCPT and from-scratch training.
 
 Per step: the student predicts the current tokenizer's codes of masked patches; under SONAR a frozen
-teacher (the starting model and its tokenizer) adds a tokenizer-level and a model-level distillation
-term, and the student's tokenizer re-anchors unused codes toward the new domain.
+teacher (the starting model, its tokenizer and its predictor, whatever restarts happened) adds a
+tokenizer-level and a model-level distillation term, and the student's tokenizer re-anchors unused
+codes toward the new domain.
 """
 
 from __future__ import annotations
 
-import copy
+import itertools
 import json
 import os
 import tempfile
@@ -26,10 +27,12 @@ from sonar_ray import storage
 from sonar_ray.config import from_dict
 from sonar_ray.data import iter_train_batches
 from sonar_ray.models import beats
-from sonar_ray.objectives.codebook import OnlineCodebook, assign, grow_tokenizer, new_codes
+from sonar_ray.objectives.codebook import (OnlineCodebook, assign, grow_tokenizer, new_codes, record_usage,
+                                           recorded_usage)
 from sonar_ray.objectives.distill import feature_distill_loss, token_distill_loss
 from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 from sonar_ray.objectives.masking import gather_patches
+from sonar_ray.objectives.predictor import LabelPredictor
 from sonar_ray.objectives.random_projection import RandomProjectionTokenizer
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
@@ -37,6 +40,9 @@ from sonar_ray.train.metrics import MetricsLogger
 from sonar_ray.train.schedule import build_optimizer, warmup_cosine
 
 PROGRESS = "progress.json"  # {"safe_step": N}: where a restarted data stream may begin
+SURVEY_BATCHES = 8  # first batches per rank that measure prior code usage and decide growth
+GROW_MARGIN = 1.2   # grow when new-domain patches are quantized this much worse than prior ones
+SHARED_CODE_COS = 0.99  # a student code this close to the teacher's same-index code still means the same
 
 
 @dataclass
@@ -45,6 +51,7 @@ class Models:
     tokenizer: nn.Module                 # label source; SONAR re-anchors / grows its codebook
     teacher: beats.BEATs | None = None   # frozen starting model (SONAR)
     teacher_tokenizer: nn.Module | None = None  # frozen starting tokenizer (SONAR)
+    teacher_predictor: LabelPredictor | None = None  # frozen starting predictor (SONAR, lambda_tok > 0)
     codebook: OnlineCodebook | None = None
 
 
@@ -53,7 +60,12 @@ def _frozen(m: nn.Module) -> nn.Module:
 
 
 def build_models(cfg: TrainConfig, paths: dict, device: torch.device) -> Models:
-    """Student, tokenizer and (SONAR) frozen teacher, on `device`."""
+    """Student, tokenizer and (SONAR) frozen teacher, on `device`.
+
+    `paths` holds the starting model's base / tokenizer / predictor and, when this run resumes from
+    its checkpoint, student / student_tokenizer / student_predictor. The teacher is always built
+    from the starting files, so a restart, --resume or a Tune rung never makes it the student's.
+    """
     if paths.get("student"):  # resuming this run
         encoder = beats.load_checkpoint(paths["student"])
     elif cfg.method == "scratch" and not paths.get("base"):
@@ -61,13 +73,11 @@ def build_models(cfg: TrainConfig, paths: dict, device: torch.device) -> Models:
         encoder = beats.BEATs(beats.BEATsConfig.preset(cfg.preset))
     else:
         encoder = beats.load_checkpoint(paths["base"])
-    if paths.get("tokenizer"):
-        tokenizer = artifacts.load_label_tokenizer(paths["tokenizer"])
-    else:
-        tokenizer = artifacts.new_random_projection(cfg.num_codes, cfg.seed)
+    tokenizer = _label_tokenizer(cfg, paths.get("student_tokenizer") or paths.get("tokenizer"))
     K = artifacts.num_codes(tokenizer)
-    if paths.get("predictor") and (cfg.method != "scratch" or paths.get("student")):
-        predictor = artifacts.load_predictor(paths["predictor"])
+    predictor_uri = paths.get("student_predictor") or (paths.get("predictor") if cfg.method != "scratch" else None)
+    if predictor_uri:
+        predictor = artifacts.load_predictor(predictor_uri)
     else:
         torch.manual_seed(cfg.seed + 1)
         predictor = artifacts.new_predictor(encoder.cfg.encoder_embed_dim, K)
@@ -76,24 +86,26 @@ def build_models(cfg: TrainConfig, paths: dict, device: torch.device) -> Models:
     models = Models(student=MaskedTokenModel(encoder, predictor, cfg.mask_ratio), tokenizer=_frozen(tokenizer))
     if cfg.method == "sonar":
         if cfg.uses_teacher:
-            # Built from the checkpoint, not deep-copied: weight-norm modules don't deepcopy reliably.
+            # Built from the checkpoints, not deep-copied: weight-norm modules don't deepcopy reliably.
             models.teacher = _frozen(beats.load_checkpoint(paths["base"]))
-            models.teacher_tokenizer = _frozen(copy.deepcopy(tokenizer))
+            models.teacher_tokenizer = _frozen(_label_tokenizer(cfg, paths.get("tokenizer")))
+        if cfg.lambda_tok > 0:
+            if not paths.get("predictor"):
+                raise ValueError("tokenizer-level distillation (lambda_tok > 0) needs the starting model's "
+                                 "predictor.pt beside --base; pass --lambda-tok 0 to train without it")
+            models.teacher_predictor = _frozen(artifacts.load_predictor(paths["predictor"]))
         if (cfg.codebook_reanchor or cfg.codebook_grow) and not isinstance(tokenizer, RandomProjectionTokenizer):
-            models.codebook = OnlineCodebook(K, usage=prior_usage(tokenizer))
-    for m in (models.student, models.tokenizer, models.teacher, models.teacher_tokenizer, models.codebook):
+            # Usage recorded by a previous stage, or zeros until survey_codebook measures the prior's.
+            models.codebook = OnlineCodebook(K, usage=recorded_usage(tokenizer.quantize))
+    for m in (models.student, models.tokenizer, models.teacher, models.teacher_tokenizer, models.teacher_predictor,
+              models.codebook):
         if m is not None:
             m.to(device)
     return models
 
 
-def prior_usage(tokenizer: nn.Module) -> torch.Tensor:
-    """Each code's share of the prior data, from the tokenizer's EMA cluster sizes: codes the prior
-    needs keep their place unless the new stream stops using them for hundreds of steps."""
-    counts = tokenizer.quantize.embedding.cluster_size.detach().float().clamp(min=0)
-    if counts.sum() <= 0:
-        return torch.full_like(counts, 1.0 / counts.numel())
-    return counts / counts.sum()
+def _label_tokenizer(cfg: TrainConfig, uri: str | None) -> nn.Module:
+    return artifacts.load_label_tokenizer(uri) if uri else artifacts.new_random_projection(cfg.num_codes, cfg.seed)
 
 
 def normalize_fbank(fbank: torch.Tensor) -> torch.Tensor:
@@ -116,44 +128,85 @@ def codebook_of(tokenizer: nn.Module) -> torch.Tensor:
 
 
 def code_labels(codes: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Quantizer inputs (B, P, d) -> nearest unit code (B, P). Student and teacher tokenizers share
-    their (frozen) encoder and differ only in the codebook, so one encoder pass serves both."""
+    """Quantizer inputs (B, P, d) -> nearest unit code (B, P)."""
     return assign(F.normalize(z.float(), dim=-1).flatten(0, 1), codes.float())[0].view(z.shape[:2])
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def broadcast_(tensor: torch.Tensor) -> None:
     """Every rank takes rank 0's value, so all replicas keep one codebook."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         dist.broadcast(tensor, src=0)
 
 
+def summed(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of `tensor` over all ranks (a new tensor)."""
+    tensor = tensor.clone()
+    if _distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def shared_codes(tokenizer: nn.Module, teacher_tokenizer: nn.Module) -> torch.Tensor:
+    """(K_t,) bool: the student's code k is still (within SHARED_CODE_COS) the teacher's code k."""
+    teacher = codebook_of(teacher_tokenizer).float()  # (K_t, d)
+    student = codebook_of(tokenizer)[: len(teacher)].float()  # (K_t, d)
+    return F.cosine_similarity(student, teacher, dim=-1) >= SHARED_CODE_COS
+
+
+def scope_rows(scope: str, is_prior: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the clips a distillation term applies to ('replay', 'new' or 'all')."""
+    return {"replay": is_prior, "new": ~is_prior, "all": torch.ones_like(is_prior)}[scope]
+
+
 @torch.no_grad()
-def maybe_grow_codebook(cfg: TrainConfig, models: Models, batch: dict, device) -> dict:
-    """Grow by `codebook_grow` codes if the new domain is quantized worse than the prior (rank 0 decides)."""
+def survey_codebook(cfg: TrainConfig, models: Models, batches: list[dict], device, measure_usage: bool) -> dict:
+    """At a fresh start, from the first batches of every rank (sums all-reduced, so all ranks agree):
+
+    * prior usage: each code's share of the labels of the prior clips' patches, what re-anchoring
+      protects (when `measure_usage`: the tokenizer recorded none from a previous stage);
+    * growth, decided once: add `codebook_grow` codes (never past `codebook_max_codes`) if new-domain
+      patches are quantized GROW_MARGIN x worse than prior ones; rank 0 seeds them, all ranks take them.
+    """
     tok = models.tokenizer
-    fbank = normalize_fbank(batch["fbank"].to(device))
-    frame_pad = batch["padding_mask"].to(device)
-    patch_pad = models.student.encoder.patch_padding_mask(frame_pad, _num_patches(models, fbank))
-    is_prior = batch["is_prior"].to(device)
-    codes = tok.quantize.embedding.weight
-    z_new = F.normalize(tokenizer_features(tok, fbank, frame_pad, patch_pad, ~is_prior).float(), dim=-1)
-    err_new = assign(z_new, codes)[1].mean()
-    if is_prior.any():
-        z_prior = F.normalize(tokenizer_features(tok, fbank, frame_pad, patch_pad, is_prior).float(), dim=-1)
-        err_prior = assign(z_prior, codes)[1].mean()
-    else:
-        err_prior = torch.zeros(())  # no prior clips to compare with: grow as asked
-    decision = torch.tensor([float(err_new > 1.2 * err_prior)], device=device)
-    added = new_codes(codes, z_new, cfg.codebook_grow, generator=torch.Generator(device="cpu").manual_seed(cfg.seed))
-    added = added.to(device)
-    broadcast_(decision)
-    broadcast_(added)
-    info = {"codebook_err_new": float(err_new), "codebook_err_prior": float(err_prior), "codebook_grown": 0}
-    if decision.item() > 0:
-        grow_tokenizer(tok, added)
-        models.student.predictor.grow(cfg.codebook_grow)
-        models.codebook.grow(cfg.codebook_grow)
-        info["codebook_grown"] = cfg.codebook_grow
+    codes = codebook_of(tok).float()  # (K, d)
+    K = len(codes)
+    stats = torch.zeros(K + 4, device=device)  # prior label counts (K), new err sum, new n, prior err sum, prior n
+    z_new = []
+    for batch in batches:
+        fbank = normalize_fbank(batch["fbank"].to(device))  # (B, T, 128)
+        frame_pad = batch["padding_mask"].to(device)  # (B, T)
+        patch_pad = models.student.encoder.patch_padding_mask(frame_pad, _num_patches(models, fbank))  # (B, P)
+        z = tok.quantize_input(fbank, frame_pad)[~patch_pad]  # (N, d) real patches
+        prior = batch["is_prior"].to(device)[:, None].expand_as(patch_pad)[~patch_pad]  # (N,)
+        labels, err = assign(F.normalize(z.float(), dim=-1), codes)  # (N,), (N,)
+        stats[:K] += torch.bincount(labels[prior], minlength=K)
+        stats[K:] += torch.stack([err[~prior].sum(), (~prior).sum(), err[prior].sum(), prior.sum()]).float()
+        z_new.append(z[~prior])
+    stats = summed(stats)
+    info = {}
+    if measure_usage:
+        counts = stats[:K]
+        models.codebook.usage.copy_(counts / counts.sum() if counts.sum() > 0 else torch.full_like(counts, 1.0 / K))
+        info["prior_codes_used"] = int((counts > 0).sum())
+    if cfg.codebook_grow > 0:
+        err_new, err_prior = stats[K] / stats[K + 1].clamp(min=1), stats[K + 2] / stats[K + 3].clamp(min=1)
+        n_new = min(cfg.codebook_grow, cfg.codebook_max_codes - K)
+        # No prior clips to compare with: grow as asked.
+        grow = n_new > 0 and bool(stats[K + 3] == 0 or err_new > GROW_MARGIN * err_prior)
+        info.update(codebook_err_new=float(err_new), codebook_err_prior=float(err_prior), codebook_grown=0)
+        if grow:
+            generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+            added = new_codes(codes.cpu(), torch.cat(z_new).cpu(), n_new, generator=generator)  # CPU generator
+            added = added.to(device)
+            broadcast_(added)
+            grow_tokenizer(tok, added)
+            models.student.predictor.grow(n_new)
+            models.codebook.grow(n_new)
+            info["codebook_grown"] = n_new
     return info
 
 
@@ -172,23 +225,29 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
         z = models.tokenizer.quantize_input(fbank, frame_pad)  # (B, P, d) tokenizer encoder, once
         labels = code_labels(codebook_of(models.tokenizer), z)  # (B, P)
 
+    is_prior = batch["is_prior"].to(device)  # (B,)
     out = student(fbank, labels, patch_pad, generator=generator)  # student forward
     mask = out["mask"]
     total = out["loss"]
     logs = {"loss_mlm": out["loss"].detach(), "acc_masked": out["accuracy"], "code_coverage": out["label_coverage"]}
 
-    if models.teacher_tokenizer is not None and cfg.lambda_tok > 0:
+    if models.teacher is not None:
+        with torch.no_grad():  # teacher forward on the very patches the student saw
+            t_vis = gather_patches(models.teacher.embed(fbank), mask.ids_keep)  # (B, Pv, D)
+            t_out, teacher_layers = models.teacher.encode(t_vis, padding_mask=mask.visible_padding,
+                                                          positions=mask.ids_keep)  # (B, Pv, D)
+            shared = shared_codes(models.tokenizer, models.teacher_tokenizer)  # (K_t,)
+        logs["codes_shared"] = shared.float().sum()
+    if models.teacher_predictor is not None and cfg.lambda_tok > 0:
         with torch.no_grad():
-            teacher_labels = code_labels(codebook_of(models.teacher_tokenizer), z)[mask.target]  # (N,)
-        loss_tok = token_distill_loss(out["logits"][None], teacher_labels[None])
+            t_logits = models.teacher_predictor(t_out, mask.ids_keep, patch_pad.shape[1], patch_pad)  # (B, P, K_t)
+        rows = scope_rows(cfg.distill_scope_tok, is_prior)[:, None].expand_as(mask.target)[mask.target]  # (N,)
+        loss_tok = token_distill_loss(out["logits"][None], t_logits[mask.target][None], rows[None], codes=shared)
         total = total + cfg.lambda_tok * loss_tok
         logs["loss_tok"] = loss_tok.detach()
     if models.teacher is not None and cfg.lambda_model > 0:
-        with torch.no_grad():  # teacher forward on the very patches the student saw
-            t_vis = gather_patches(models.teacher.embed(fbank), mask.ids_keep)  # (B, Pv, D)
-            _, teacher_layers = models.teacher.encode(t_vis, padding_mask=mask.visible_padding,
-                                                      positions=mask.ids_keep)
-        loss_model = feature_distill_loss(out["layer_results"], teacher_layers, mask.visible_padding,
+        skip = mask.visible_padding | ~scope_rows(cfg.distill_scope_model, is_prior)[:, None]  # (B, Pv)
+        loss_model = feature_distill_loss(out["layer_results"], teacher_layers, skip,
                                           kind=cfg.distill_kind, layers=cfg.distill_layers)
         total = total + cfg.lambda_model * loss_model
         logs["loss_model"] = loss_model.detach()
@@ -198,20 +257,20 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     logs["code_perplexity"] = torch.exp(-(p * p.clamp(min=1e-12).log()).sum())
     logs["replay_share"] = batch["is_prior"].float().mean()
     logs["loss"] = total.detach()
-    is_prior = batch["is_prior"].to(device)
-    return total, logs, {"new_features": z[~is_prior][~patch_pad[~is_prior]], "is_prior": is_prior}
+    return total, logs, {"features": z[~patch_pad]}  # every clip's real patches, replayed prior included
 
 
 def save_worker_checkpoint(dir_: Path, cfg: TrainConfig, models: Models, optimizer, scheduler,
                            step: int, metrics_file: Path) -> None:
     beats.save_checkpoint(models.student.encoder, str(dir_ / artifacts.MODEL))
+    if models.codebook is not None:  # the next stage (or a restart) starts from this usage
+        record_usage(models.tokenizer.quantize, models.codebook.usage)
     artifacts.save_label_tokenizer(models.tokenizer, str(dir_ / artifacts.TOKENIZER))
     artifacts.save_predictor(models.student.predictor, str(dir_ / artifacts.PREDICTOR))
     artifacts.save_torch({
         "step": step,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "codebook_usage": None if models.codebook is None else models.codebook.usage,
         "rng": torch.get_rng_state(),
     }, str(dir_ / artifacts.TRAINER_STATE))
     if metrics_file.exists():
@@ -238,22 +297,23 @@ def train_loop_per_worker(config: dict) -> None:
         resumed = restore_paths(checkpoint.to_directory())
         state = artifacts.load_torch(resumed["state"])
         start_step = state["step"]
-        # The student (and its tokenizer / predictor) continue; the teacher stays the original base.
-        paths.update(student=resumed["base"], tokenizer=resumed["tokenizer"], predictor=resumed["predictor"])
+        # The student (and its tokenizer / predictor, with the recorded code usage) continue; the
+        # teacher is built from the starting files in `paths`, untouched.
+        paths.update(student=resumed["base"], student_tokenizer=resumed["tokenizer"],
+                     student_predictor=resumed["predictor"])
 
     models = build_models(cfg, paths, device)
     if checkpoint is not None:
-        if models.codebook is not None and state["codebook_usage"] is not None:
-            models.codebook.usage.copy_(state["codebook_usage"])
         torch.set_rng_state(state["rng"])
 
     shard = ray.train.get_dataset_shard("train")
     batches = iter_train_batches(shard)
     grow_info = {}
-    if cfg.method == "sonar" and cfg.codebook_grow > 0 and models.codebook is not None and checkpoint is None:
-        first = next(batches)
-        grow_info = maybe_grow_codebook(cfg, models, first, device)
-        batches = _chain_first(first, batches)
+    measure_usage = models.codebook is not None and recorded_usage(models.tokenizer.quantize) is None
+    if models.codebook is not None and checkpoint is None and (measure_usage or cfg.codebook_grow > 0):
+        first = list(itertools.islice(batches, SURVEY_BATCHES))
+        grow_info = survey_codebook(cfg, models, first, device, measure_usage)
+        batches = itertools.chain(first, batches)
 
     student = ray.train.torch.prepare_model(models.student, parallel_strategy_kwargs={
         "find_unused_parameters": bool(models.student.encoder.cfg.finetuned_model)}) if world > 1 else models.student
@@ -287,12 +347,12 @@ def train_loop_per_worker(config: dict) -> None:
         logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(models.student.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
-        if models.codebook is not None and cfg.codebook_reanchor and (~aux["is_prior"]).any():
-            with torch.no_grad():
-                info = models.codebook.step(models.tokenizer.quantize.embedding, aux["new_features"])
+        if models.codebook is not None and cfg.codebook_reanchor:
+            with torch.no_grad():  # usage over every clip of the global batch; rank 0's moves win
+                info = models.codebook.step(models.tokenizer.quantize.embedding, aux["features"], reduce=summed)
                 broadcast_(models.tokenizer.quantize.embedding.weight.data)
                 broadcast_(models.tokenizer.quantize.embedding.embed_avg.data)
-                logs["codebook_err_new"] = torch.tensor(info["error"])
+                logs["codebook_err"] = torch.tensor(info["error"])  # over every clip of the batch
                 logs["codebook_moved"] = torch.tensor(float(info["moved"]))
         step += 1
         samples += len(batch["is_prior"])
@@ -321,7 +381,3 @@ def train_loop_per_worker(config: dict) -> None:
     if logger:
         logger.close()
 
-
-def _chain_first(first, rest):
-    yield first
-    yield from rest

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sonar_ray.data.sampler import JointSampler
-from sonar_ray.data.strata import kmeans, relevance_shares
+from sonar_ray.data.strata import kmeans, oversampling_shares, replay_diagnostics, stratum_relevance
 
 
 def make_sampler(shares=(0.5, 0.3, 0.2), batch_size=10, replay_ratio=0.3, seed=0):
@@ -62,21 +62,63 @@ def test_resume_from_state_continues_exactly_where_it_stopped():
     assert expected[0].index == 17
 
 
-def test_relevance_shares_match_the_formula_and_keep_the_minimum():
-    prior = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1], [-1, 0], [-1, -0.1]], dtype=float)
-    strata = np.array([0, 0, 1, 1, 2, 2])
-    new = np.array([[1, 0.05], [1, 0.0]])
-    shares = relevance_shares(prior, strata, new, temperature=0.5, min_share=0.05)
-    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
-    rows = lambda m: m / np.linalg.norm(m, axis=1, keepdims=True)  # noqa: E731  (cosine geometry: unit clips)
-    cos = np.array([unit(rows(prior)[strata == s].mean(0)) @ unit(rows(new).mean(0)) for s in range(3)])
-    soft = np.exp(cos / 0.5) / np.exp(cos / 0.5).sum()
-    np.testing.assert_allclose(shares, 0.05 + (1 - 0.15) * soft)
-    assert shares.sum() == pytest.approx(1.0) and shares.argmax() == 0 and shares.min() >= 0.05
-    cold = relevance_shares(prior, strata, new, temperature=0.01, min_share=0.1)
-    assert cold[1:] == pytest.approx([0.1, 0.1], abs=1e-6)  # a sharp softmax leaves only the floor
-    with pytest.raises(ValueError):
-        relevance_shares(prior, strata, new, temperature=0.5, min_share=0.4)
+def test_shares_follow_stratum_size_when_relevance_is_equal():
+    """Equal relevance means uniform replay per clip: a 1-clip stratum must not get as much as a 40-clip one."""
+    shares = oversampling_shares(np.array([40, 1, 9]), np.zeros(3), temperature=0.5, min_oversample=0.25,
+                                 max_oversample=4.0)
+    np.testing.assert_allclose(shares, [0.8, 0.02, 0.18])
+
+
+def test_per_clip_oversampling_is_capped_and_floored_and_shares_sum_to_one():
+    sizes, relevance = np.array([13, 60, 80, 90]), np.array([0.9, 0.1, -0.2, -0.5])
+    shares = oversampling_shares(sizes, relevance, temperature=0.05, min_oversample=0.25, max_oversample=3.0)
+    factor = shares / (sizes / sizes.sum())
+    assert shares.sum() == pytest.approx(1.0)
+    assert factor.max() == pytest.approx(3.0) and factor.min() == pytest.approx(0.25)
+    assert np.all(np.diff(factor) <= 1e-12)  # more relevant strata never get less per clip
+    uniform = oversampling_shares(sizes, relevance, temperature=0.05, min_oversample=0.25, max_oversample=1.0)
+    np.testing.assert_allclose(uniform, sizes / sizes.sum())  # a cap of 1 is uniform replay
+    d = replay_diagnostics(shares, sizes)
+    assert d["max_oversampling"] == pytest.approx(3.0, abs=1e-3) and len(d["strata_shares"]) == 4
+    assert 1.0 <= d["effective_strata"] <= 4.0
+    assert replay_diagnostics(uniform, sizes)["effective_strata"] == pytest.approx(np.exp(-(uniform * np.log(uniform)).sum()), abs=1e-3)
+    with pytest.raises(ValueError, match="max_oversample"):
+        oversampling_shares(sizes, relevance, temperature=0.5, min_oversample=0.25, max_oversample=0.5)
+
+
+def _directions(rng, axes, n, dim=6, noise=0.05):
+    """n points around the mean direction of `axes` (unit basis vectors), plus a common offset every clip shares."""
+    centre = np.eye(dim)[axes].sum(0)
+    return 5.0 + centre + noise * rng.standard_normal((n, dim))
+
+
+def test_relevance_sees_every_mode_of_the_new_domain():
+    """New domain with two modes (axes 0 and 1); prior strata near mode 0, near mode 1, between them, elsewhere.
+    One new-domain centroid ranks the in-between stratum first; max over modes ranks the true neighbours first."""
+    rng = np.random.default_rng(0)
+    new = np.concatenate([_directions(rng, [0], 20), _directions(rng, [1], 20)])
+    prior = np.concatenate([_directions(rng, [0], 10), _directions(rng, [1], 10), _directions(rng, [0, 1], 10),
+                            _directions(rng, [3], 10), _directions(rng, [4], 10)])
+    strata = np.repeat(np.arange(5), 10)
+    one = stratum_relevance(prior, strata, new, new_modes=1)
+    two = stratum_relevance(prior, strata, new, new_modes=2)
+    assert one.argmax() == 2
+    assert two[:2].min() > two[2] > two[3:].max()
+
+
+def test_a_non_finite_embedding_neither_poisons_the_shares_nor_sends_replay_to_stratum_0():
+    rng = np.random.default_rng(1)
+    prior = np.concatenate([_directions(rng, [3], 10), _directions(rng, [0], 10), _directions(rng, [4], 10)])
+    strata = np.repeat(np.arange(3), 10)
+    new = _directions(rng, [0], 10)
+    prior[4] = np.inf  # an absurdly loud clip in stratum 0
+    prior[5] = np.nan
+    new[2] = np.inf
+    relevance = stratum_relevance(prior, strata, new, new_modes=2)
+    shares = oversampling_shares(np.bincount(strata), relevance, temperature=0.5, min_oversample=0.25, max_oversample=4.0)
+    assert np.isfinite(shares).all() and shares.argmax() == 1
+    with pytest.raises(ValueError, match="finite"):
+        kmeans(prior, 3, seed=0)
 
 
 def test_kmeans_recovers_separated_clusters_deterministically():

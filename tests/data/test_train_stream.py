@@ -19,7 +19,7 @@ NUM_BATCHES = 6
 def config(root: str, tmp_path, **kw) -> DataConfig:
     base = dict(new_uri=root, new_domain="speech", prior_uri=root, prior_domain="prior", replay_ratio=0.25,
                 batch_size=8, num_batches=NUM_BATCHES, clip_seconds=1.0, num_strata=3, temperature=0.2,
-                min_share=0.1, cache_uri=str(tmp_path / "cache"), seed=7)
+                max_oversample=2.0, cache_uri=str(tmp_path / "cache"), seed=7)
     return DataConfig(**{**base, **kw})
 
 
@@ -31,7 +31,11 @@ def stream_cfg(tiny_corpus, tmp_path_factory):
 def test_batches_follow_the_contract_and_resume_reproduces_the_stream(s3_server, ray_local, stream_cfg):
     prepared = prepare_data(stream_cfg)
     assert len(prepared.new) == 6 and len(prepared.prior) == 6 and prepared.bad.empty
-    assert prepared.shares.sum() == pytest.approx(1) and prepared.shares.min() >= 0.1
+    assert prepared.shares.sum() == pytest.approx(1) and np.isfinite(prepared.shares).all()
+    replay = prepared.replay  # what summary.json reports
+    assert replay["strata_shares"] == [round(float(s), 4) for s in prepared.shares]
+    assert 1.0 <= replay["max_oversampling"] <= 2.0 + 1e-6 and 1.0 <= replay["effective_strata"] <= len(prepared.shares)
+    assert sum(replay["strata_sizes"]) == len(prepared.prior)
     full = list(iter_train_batches(build_train_dataset(stream_cfg, prepared=prepared).iterator()))
     assert [b["batch_index"] for b in full] == list(range(NUM_BATCHES))
     for b in full:

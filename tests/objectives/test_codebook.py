@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sonar_ray.objectives.codebook import GrowthMonitor, OnlineCodebook, assign, new_codes
+from sonar_ray.objectives.codebook import OnlineCodebook, assign, new_codes
 
 D = 16
 
@@ -86,11 +86,18 @@ def test_new_codes_land_where_quantization_is_worst():
     assert labels.unique().tolist() == list(range(len(codes), len(codes) + 6))
 
 
-def test_online_grow_and_growth_monitor():
+def test_online_grow_tracks_appended_codes():
     online = OnlineCodebook(8)
     online.grow(4)
     assert online.usage.shape == (12,)
-    mon = GrowthMonitor(prior_error=0.2, window=5, margin=1.5)
-    assert not any(mon.update(e) for e in [0.4, 0.4, 0.25, 0.4, 0.4])  # one dip below 0.3 in the window
-    # fires once the window holds 5 errors above 0.3, then the window restarts
-    assert [mon.update(0.4) for _ in range(8)] == [False, False, True, False, False, False, False, True]
+
+
+def test_usage_counts_the_reduced_global_batch():
+    """`reduce` stands for the all-reduce over ranks: usage is the global batch's, not one rank's."""
+    codes = F.normalize(torch.eye(4, D), dim=-1)
+    emb = Embedding(codes)
+    online = OnlineCodebook(4, decay=0.5, usage=torch.full((4,), 0.25))
+    local = codes[[0, 0]]  # this rank's batch uses code 0 only
+    other_rank = torch.tensor([0.0, 0.0, 2.0, 0.0])  # the other rank's batch used code 2 twice
+    online.step(emb, local, reduce=lambda counts: counts + other_rank)
+    torch.testing.assert_close(online.usage, torch.tensor([0.375, 0.125, 0.375, 0.125]))

@@ -35,13 +35,15 @@ def test_token_kl_only_masked_positions_and_grown_student():
     assert token_distill_loss(s, t, _mask()).item() == 0.0
 
 
-def test_token_label_ce():
-    labels = torch.randint(0, 20, (2, 12))
-    confident = torch.nn.functional.one_hot(labels, 20).float() * 50
-    uniform = torch.zeros(2, 12, 20)
-    # CE form: the student's NLL of the teacher's labels (not zero by construction, near zero when confident)
-    assert token_distill_loss(confident, labels, _mask()).item() < 1e-6
-    assert token_distill_loss(uniform, labels, _mask()).item() == pytest.approx(torch.log(torch.tensor(20.0)).item())
+def test_token_kl_compares_only_the_codes_both_still_share():
+    """Where re-anchoring moved a code, the teacher's belief about it says nothing about the student's code."""
+    t = torch.randn(2, 12, 20)
+    s = t.clone()
+    s[..., 3] += 5.0  # the student now predicts its moved code 3 where the teacher predicted its old one
+    shared = torch.ones(20, dtype=torch.bool)
+    assert token_distill_loss(s, t, _mask()).item() > 0
+    shared[3] = False
+    assert token_distill_loss(s, t, _mask(), codes=shared).item() == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "mse"])

@@ -38,6 +38,20 @@ def _teacher_distance(model_path: str, base_path: str, corpus: str) -> float:
     return float((1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean())
 
 
+def _assert_teacher_codebook_is_the_starting_one(out: Path, base: str, restarted_at: int) -> None:
+    """Re-anchoring moved codes before the restart; afterwards the teacher must still hold the starting
+    codebook, so the student shares fewer than all of its codes (a teacher copied from the restored
+    student tokenizer would share all of them at the first step after the restart)."""
+    K = tokenizer_lib.load_checkpoint(str(Path(base).parent / "tokenizer.pt")).cfg.quant_n
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    before = [r for r in rows if r["step"] < restarted_at]
+    assert before and sum(r["codebook_moved"] for r in before) > 0
+    first_after = next(r for r in rows if r["step"] == restarted_at)
+    assert first_after["codes_shared"] < K, first_after
+    torch.testing.assert_close(  # the saved tokenizer still holds code usage (the official buffer)
+        tokenizer_lib.load_checkpoint(str(out / "tokenizer.pt")).quantize.cluster_size.sum(), torch.tensor(1.0))
+
+
 def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp_path):
     adapt = _job("adapt")
     strong = ["--lr", "3e-3", "--warmup-steps", "1", "--max-steps", "6", "--no-evaluate"]
@@ -53,6 +67,9 @@ def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp
         for name in ("summary.json", "metrics.jsonl", "bad_inputs.json", "tokenizer.pt", "predictor.pt"):
             assert (Path(run["output"]) / name).exists(), name
     assert dcpt["final_metrics"]["replay_share"] == 0.0 and sonar["final_metrics"]["replay_share"] == 0.5
+    replay = json.loads((Path(sonar["output"]) / "summary.json").read_text())["data"]
+    assert len(replay["strata_shares"]) == len(replay["strata_sizes"]) and sum(replay["strata_shares"]) == pytest.approx(1, abs=1e-3)
+    assert 1.0 <= replay["effective_strata"] <= len(replay["strata_shares"]) and 1.0 <= replay["max_oversampling"] <= 4.0
     assert "loss_model" in sonar["final_metrics"] and "loss_model" not in dcpt["final_metrics"]
     # SONAR grew the tokenizer by 4 codes (the new domain is quantized worse than the prior).
     base_codes = tokenizer_lib.load_checkpoint(str(Path(tiny_base).parent / "tokenizer.pt")).cfg.quant_n
@@ -72,6 +89,7 @@ def test_killed_worker_restarts_from_checkpoint_and_resume_is_harmless(tiny_corp
     assert first["steps"] == 6
     steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 6 and 3 in steps  # step 3 was retrained after the restart from step 2
+    _assert_teacher_codebook_is_the_starting_one(out, tiny_base, restarted_at=3)
     weights = beats.load_checkpoint(first["model"]).state_dict()
 
     monkeypatch.delenv("SONAR_INJECT_FAILURE_AT_STEP")
@@ -110,6 +128,7 @@ def test_stop_after_pauses_and_resume_continues_the_same_run(tiny_corpus, tiny_b
     assert [r["lr"] for r in rows] == pytest.approx(expected)
     after = beats.load_checkpoint(second["model"]).state_dict()
     assert any(not torch.equal(paused[k], after[k]) for k in paused)  # steps 3-4 trained the paused model
+    _assert_teacher_codebook_is_the_starting_one(out, tiny_base, restarted_at=3)  # --resume (a Tune rung)
 
 
 def test_bad_inputs_fail_before_any_worker_starts(tiny_corpus, tiny_base, tmp_path):
