@@ -18,6 +18,8 @@ class DataConfig:
     num_batches: int = field(default=1000, metadata={"help": "length of the stream, in batches"})
     clip_seconds: float = field(default=10.0, metadata={"help": "crop / pad every clip to this length (BEATs: 10 s)"})
     min_seconds: float = field(default=0.1, metadata={"help": "shorter files are skipped as too_short"})
+    max_seconds: float = field(default=4 * 3600.0, metadata={
+        "help": "files whose header claims more are skipped as too_long (bounds a decode before it starts)"})
     policy: str = field(default="relevance", metadata={"help": "prior sampling across strata", "choices": POLICIES})
     num_strata: int = field(default=8, metadata={"help": "k-means strata of the prior set (when no stratum column)"})
     temperature: float = field(default=0.1, metadata={"help": "softmax temperature of stratum relevance"})

@@ -16,7 +16,7 @@ import numpy as np
 
 from sonar_ray.data.config import DataConfig
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
-from sonar_ray.data.fetch import fetch_bytes
+from sonar_ray.data.fetch import read_audio
 from sonar_ray.data.inspect import clip_features
 from sonar_ray.data.prepare import PreparedData, prepare_data
 from sonar_ray.data.sampler import JointSampler
@@ -42,8 +42,8 @@ def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) ->
     waves, lengths = np.zeros((len(uris), num), np.float32), np.zeros(len(uris), np.int64)
     ok = np.zeros(len(uris), dtype=bool)
     for i, (uri, start) in enumerate(zip(uris, starts)):
-        try:
-            wave = decode(fetch_bytes(str(uri), retries), start=float(start), seconds=clip_seconds).wave
+        try:  # reads only this crop's frames
+            wave = read_audio(str(uri), lambda f: decode(f, start=float(start), seconds=clip_seconds), retries).wave
         except BadAudio as e:
             log.warning("replacing %s in batch %d: %s", uri, int(row["batch_index"][0]), e)
             continue
