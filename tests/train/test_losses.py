@@ -10,7 +10,7 @@ from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import kmeans_init
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.loop import Models, compute_losses, normalize_fbank
+from sonar_ray.train.loop import Models, compute_losses, finite_update, normalize_fbank
 from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 
 
@@ -72,3 +72,25 @@ def test_stop_after_must_fall_inside_the_schedule():
     for bad in (0, 11):
         with pytest.raises(ValueError, match="stop_after"):
             TrainConfig(max_steps=10, stop_after=bad)
+
+
+def test_a_non_finite_loss_or_gradient_updates_nothing(tmp_path):
+    from sonar_ray.train.schedule import build_optimizer
+
+    cfg, models = _models(tmp_path)
+    params = list(models.student.parameters())
+    optimizer = build_optimizer(params, 1e-3, 0.01)
+    before = [p.detach().clone() for p in params]
+    poisoned = _batch()
+    poisoned["fbank"][0] = float("inf")  # what one absurdly loud file did before inspection caught it
+    loss, _, _ = compute_losses(cfg, models, models.student, poisoned, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert not torch.isfinite(loss)
+    assert finite_update(loss, params, optimizer, cfg.grad_clip, world=1) is None
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+    huge, _, _ = compute_losses(cfg, models, models.student, _batch(), torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert finite_update(huge * float("1e38") * 1e3, params, optimizer, cfg.grad_clip, world=1) is None  # inf grads
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+
+    loss, _, _ = compute_losses(cfg, models, models.student, _batch(), torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert torch.isfinite(finite_update(loss, params, optimizer, cfg.grad_clip, world=1))
+    assert all(torch.isfinite(p).all() for p in params) and not all(torch.equal(a, b) for a, b in zip(before, params))
