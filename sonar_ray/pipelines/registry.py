@@ -7,6 +7,7 @@ domains/<domain>/current.json                {"version": id|null, "history": [pr
 domains/<domain>/versions/<id>/version.json  one Version record (below)
 domains/<domain>/versions/<id>/manifest.jsonl  the exact rows the adaptation trained on
 domains/<domain>/versions/<id>/output/       the adaptation's model.pt, tokenizer.pt, summary.json
+domains/<domain>/versions/<id>/output-<n>/   the same for retry attempt n (each attempt starts afresh)
 ```
 Records are created with a conditional write (never clobbered) and then updated only by the lease
 holder. Version ids are a hash of (domain, parent, consumed objects), so re-planning the same
@@ -103,6 +104,11 @@ class Registry:
     def version_dir(self, version_id: str) -> str:
         domain = version_id.rsplit("-", 1)[0]
         return storage.join(self.uri, "domains", domain, "versions", version_id)
+
+    def attempt_output(self, version_id: str, attempt: int) -> str:
+        """Each attempt writes to its own folder: a failed attempt's half-written run is never mistaken
+        for the retry's (the adaptation refuses an output that already holds a run)."""
+        return storage.join(self.version_dir(version_id), "output" if attempt == 1 else f"output-{attempt}")
 
     def _record_uri(self, version_id: str) -> str:
         return storage.join(self.version_dir(version_id), "version.json")

@@ -181,7 +181,7 @@ class Watcher:
         cfg = self.cfg
         version = Version(
             version=vid, domain=domain, parent=parent.version if parent else None, base=base,
-            consumed=[list(o.identity) for o in new], manifest=manifest, output=storage.join(vdir, "output"),
+            consumed=[list(o.identity) for o in new], manifest=manifest, output=self.registry.attempt_output(vid, 1),
             config={"max_steps": cfg.max_steps, "adapt_config": cfg.adapt_config, "evaluate": cfg.evaluate,
                     "max_forgetting": cfg.max_forgetting, "adaptability_tolerance": cfg.adaptability_tolerance},
             code_version=code_version(), job_id=f"sonar-adapt-{vid}-1")
@@ -219,6 +219,7 @@ class Watcher:
         elif status.state == "FAILED" and v.attempt < self.cfg.max_attempts:  # STOPPED: an operator's call
             v.attempt += 1
             v.job_id = f"sonar-adapt-{v.version}-{v.attempt}"
+            v.output = self.registry.attempt_output(v.version, v.attempt)
             v.set_status("running", f"attempt {v.attempt - 1} {status.state}: {status.message}"[:2000])
             self.registry.save(v)
             self.reconcile(v, report)  # the new attempt's id is unknown to the runner: submits it

@@ -127,6 +127,16 @@ def test_failed_adaptation_is_retried_up_to_the_limit_then_reported(watch_cfg):
     assert Watcher(broken).poll().started == []  # reported, not retried forever
 
 
+def test_a_retry_after_a_started_run_failed_gets_a_fresh_attempt_and_succeeds(watch_cfg, tmp_path, monkeypatch):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    monkeypatch.setenv("SONAR_STANDIN_FAIL_ONCE", str(tmp_path / "failed-once"))
+    report = Watcher(dataclasses.replace(watch_cfg, max_attempts=2)).poll()
+    (v,) = Registry(watch_cfg.registry).versions("birds")
+    assert v.status == "promoted" and v.attempt == 2 and report.finished == {v.version: "promoted"}
+    assert v.output.endswith("/output-2") and v.checkpoint == storage.join(v.output, "model.pt")
+    assert storage.exists(storage.join(Registry(watch_cfg.registry).version_dir(v.version), "output", "ray", "started"))
+
+
 def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "broken.wav"), b"RIFF not really")
