@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sonar_ray import storage
@@ -93,8 +94,11 @@ def promotion_gate(metrics: dict, parent_metrics: dict, gate: GateConfig) -> tup
 
 
 class Registry:
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, fence: Callable[[], None] | None = None):
+        """`fence` runs before every write and raises to refuse it (the watcher: LeaseLost unless it
+        still holds the lease); None for a person's own edits through the registry CLI."""
         self.uri = str(uri)
+        self._fence = fence or (lambda: None)
 
     # --- paths ---
     @property
@@ -147,12 +151,15 @@ class Registry:
     # --- writes (lease holder only) ---
     def create(self, version: Version) -> bool:
         """Record a new version; False if a record with this id already exists."""
+        self._fence()
         return cas_object(self._record_uri(version.version)).create(version.to_json()) is not None
 
     def save(self, version: Version) -> None:
+        self._fence()
         storage.write_bytes_atomic(self._record_uri(version.version), version.to_json())
 
     def _set_pointer(self, domain: str, pointer: Pointer) -> None:
+        self._fence()
         storage.write_bytes_atomic(self._pointer_uri(domain), json.dumps(dataclasses.asdict(pointer)).encode())
 
     def promote(self, version: Version, reason: str) -> None:

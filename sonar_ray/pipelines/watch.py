@@ -52,6 +52,18 @@ class WatchConfig:
     lease_ttl: float = 600.0     # seconds; a poll renews its lease every ttl/3
     holder: str = ""             # lease holder name ("" = host:pid)
 
+    def __post_init__(self):
+        positive = {"interval": self.interval, "lease_ttl": self.lease_ttl}
+        at_least = {"min_new_clips": (self.min_new_clips, 0), "min_new_hours": (self.min_new_hours, 0),
+                    "max_steps": (self.max_steps, 0), "max_attempts": (self.max_attempts, 1),
+                    "max_forgetting": (self.max_forgetting, 0), "adaptability_tolerance": (self.adaptability_tolerance, 0)}
+        for name, value in positive.items():
+            if not value > 0:  # also rejects NaN
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        for name, (value, low) in at_least.items():
+            if not value >= low:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
 
 @dataclass
 class PollReport:
@@ -83,7 +95,10 @@ def code_version() -> str:
 
 
 class _KeepAlive:
-    """Renews the lease every ttl/3 from a background thread while a poll runs (inline runs are long)."""
+    """Renews the lease every ttl/3 from a background thread while a poll runs (inline runs are long).
+
+    A storage error is retried every ttl/10 while the lease still has a third of its TTL left; after
+    that (or when someone else holds the lease) `lost` is set and the watcher stops writing."""
 
     def __init__(self, lease: Lease):
         self.lease, self.lost = lease, threading.Event()
@@ -92,11 +107,21 @@ class _KeepAlive:
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease.ttl_s / 3):
-            try:
-                self.lease.renew()
-            except LeaseLost:
-                self.lost.set()
-                return
+            while True:
+                try:
+                    self.lease.renew()
+                    break
+                except LeaseLost:
+                    self.lost.set()
+                    return
+                except Exception as e:  # noqa: BLE001 - a storage hiccup: retry while the lease lasts
+                    if self.lease.remaining() < self.lease.ttl_s / 3:
+                        log.error("could not renew lease %s before it ran low (%s): stopping", self.lease.uri, e)
+                        self.lost.set()
+                        return
+                    log.warning("renewing lease %s failed (%s); retrying", self.lease.uri, e)
+                    if self._stop.wait(self.lease.ttl_s / 10):
+                        return
 
     def __enter__(self) -> "_KeepAlive":
         self._thread.start()
@@ -113,7 +138,7 @@ class Watcher:
             if not getattr(cfg, name):
                 raise ValueError(f"--{name} is required")
         self.cfg = cfg
-        self.registry = Registry(cfg.registry)
+        self.registry = Registry(cfg.registry, fence=self._check_lease)  # every registry write checks the lease
         self.runner = runner or (InlineRunner(cfg.adapt_script) if cfg.inline else
                                  RayJobsRunner(cfg.ray_address, cfg.python, cfg.adapt_script, cfg.working_dir))
         self.lease = Lease(self.registry.lease_uri, cfg.lease_ttl, cfg.holder or None)
@@ -133,6 +158,7 @@ class Watcher:
                 for o in list_incoming(self.cfg.incoming):
                     arrivals.setdefault(o.domain, []).append(o)
                 for domain in sorted(set(arrivals) | set(self.registry.domains())):
+                    self._check_lease()
                     self._poll_domain(domain, arrivals.get(domain, []), report)
         finally:
             self._keepalive = None
@@ -142,6 +168,7 @@ class Watcher:
     def _check_lease(self) -> None:
         if self._keepalive is not None and self._keepalive.lost.is_set():
             raise LeaseLost(f"lease {self.lease.uri} was lost mid-poll; stopping before the next write")
+        self.lease.fence()
 
     def _poll_domain(self, domain: str, objects: list[ObjectInfo], report: PollReport) -> None:
         versions = self.registry.versions(domain)

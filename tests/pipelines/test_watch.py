@@ -77,9 +77,11 @@ def test_rollback_restores_the_previous_version(watch_cfg):
 def test_restart_between_recording_and_submitting_runs_the_version_once(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
     crashed = Watcher(watch_cfg)
+    assert crashed.lease.acquire()
     objects = list_incoming(watch_cfg.incoming)
     planned = crashed.reserve("birds", objects, training_rows(objects, "birds"))
-    # ... the process dies here: the record exists, nothing was submitted.
+    # ... the process dies here: the record exists, nothing was submitted; its lease runs out.
+    crashed.lease.release()
     registry = Registry(watch_cfg.registry)
     assert registry.get(planned.version).status == "running"
     report = Watcher(watch_cfg).poll()
