@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import threading
 import time
@@ -55,14 +56,16 @@ class WatchConfig:
     def __post_init__(self):
         positive = {"interval": self.interval, "lease_ttl": self.lease_ttl}
         at_least = {"min_new_clips": (self.min_new_clips, 0), "min_new_hours": (self.min_new_hours, 0),
-                    "max_steps": (self.max_steps, 0), "max_attempts": (self.max_attempts, 1),
-                    "max_forgetting": (self.max_forgetting, 0), "adaptability_tolerance": (self.adaptability_tolerance, 0)}
+                    "max_steps": (self.max_steps, 0), "max_attempts": (self.max_attempts, 1)}
         for name, value in positive.items():
             if not value > 0:  # also rejects NaN
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
         for name, (value, low) in at_least.items():
             if not value >= low:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+        for name in ("max_forgetting", "adaptability_tolerance"):  # negative bounds are strict gates, not errors
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
 
 
 @dataclass
