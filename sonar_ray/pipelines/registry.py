@@ -4,6 +4,7 @@ Layout under the registry URI:
 ```
 lease.json                                   who may write (see lease.py)
 domains/<domain>/current.json                {"version": id|null, "history": [previously current ids]}
+domains/<domain>/quarantine.json             {key: {"etag", "reason", "at"}}: arrivals that can never be used
 domains/<domain>/versions/<id>/version.json  one Version record (below)
 domains/<domain>/versions/<id>/manifest.jsonl  the exact rows the adaptation trained on
 domains/<domain>/versions/<id>/output/       the adaptation's model.pt, tokenizer.pt, summary.json
@@ -117,6 +118,9 @@ class Registry:
     def _record_uri(self, version_id: str) -> str:
         return storage.join(self.version_dir(version_id), "version.json")
 
+    def _quarantine_uri(self, domain: str) -> str:
+        return storage.join(self.uri, "domains", domain, "quarantine.json")
+
     def _pointer_uri(self, domain: str) -> str:
         return storage.join(self.uri, "domains", domain, "current.json")
 
@@ -144,6 +148,10 @@ class Registry:
         uri = self._pointer_uri(domain)
         return Pointer(**json.loads(storage.read_bytes(uri))) if storage.exists(uri) else Pointer()
 
+    def quarantined(self, domain: str) -> dict[str, dict]:
+        uri = self._quarantine_uri(domain)
+        return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {}
+
     def consumed(self, domain: str) -> set[tuple[str, str]]:
         """Every object any version of `domain` was planned on, whatever its outcome."""
         return {(k, e) for v in self.versions(domain) for k, e in v.consumed}
@@ -157,6 +165,12 @@ class Registry:
     def save(self, version: Version) -> None:
         self._fence()
         storage.write_bytes_atomic(self._record_uri(version.version), version.to_json())
+
+    def quarantine(self, domain: str, entries: dict[str, dict]) -> None:
+        """Add {key: {"etag", "reason"}} to the domain's quarantine (a rewrite, new ETag, is planned again)."""
+        self._fence()
+        merged = {**self.quarantined(domain), **{k: {**e, "at": time.time()} for k, e in entries.items()}}
+        storage.write_bytes_atomic(self._quarantine_uri(domain), json.dumps(merged, indent=2, sort_keys=True).encode())
 
     def _set_pointer(self, domain: str, pointer: Pointer) -> None:
         self._fence()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sonar_ray import storage
-from sonar_ray.pipelines.inventory import ObjectInfo, list_incoming, probe_hours, training_rows
+from sonar_ray.pipelines.inventory import ObjectInfo, PoisonArrival, arrival_rows, list_incoming, probe_hours
 from sonar_ray.pipelines.lease import Lease, LeaseLost
 from sonar_ray.pipelines.registry import GateConfig, Registry, Version, promotion_gate, version_id
 from sonar_ray.pipelines.runner import FINISHED, AdaptRequest, InlineRunner, RayJobsRunner, Runner
@@ -39,6 +39,7 @@ class WatchConfig:
     wait: bool = False           # with --once: poll until it held the lease and nothing is in flight
     min_new_clips: int = 1       # adapt a domain only once this many new clips arrived ...
     min_new_hours: float = 0.0   # ... and this many hours (reads audio headers when > 0)
+    settle_seconds: float = 10.0  # local files changed more recently are left for a later poll (copy in progress)
     ray_address: str = ""        # Jobs API address; "" = $RAY_ADDRESS or http://127.0.0.1:8265
     inline: bool = False         # run adaptations in this process instead of as Ray jobs
     python: str = "python"       # interpreter on the cluster that runs the adaptation job
@@ -56,7 +57,8 @@ class WatchConfig:
     def __post_init__(self):
         positive = {"interval": self.interval, "lease_ttl": self.lease_ttl}
         at_least = {"min_new_clips": (self.min_new_clips, 0), "min_new_hours": (self.min_new_hours, 0),
-                    "max_steps": (self.max_steps, 0), "max_attempts": (self.max_attempts, 1)}
+                    "max_steps": (self.max_steps, 0), "max_attempts": (self.max_attempts, 1),
+                    "settle_seconds": (self.settle_seconds, 0)}
         for name, value in positive.items():
             if not value > 0:  # also rejects NaN
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -77,6 +79,8 @@ class PollReport:
     in_flight: list[str] = field(default_factory=list)
     waiting: dict[str, dict] = field(default_factory=dict)   # domain -> {"clips", "hours"} below thresholds
     failed: dict[str, str] = field(default_factory=dict)     # version -> reason, attempts exhausted
+    quarantined: dict[str, str] = field(default_factory=dict)  # incoming key -> why it can never be used
+    errors: dict[str, str] = field(default_factory=dict)     # domain -> error that stopped its poll (others went on)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -158,11 +162,17 @@ class Watcher:
         try:
             with _KeepAlive(self.lease) as self._keepalive:
                 arrivals: dict[str, list[ObjectInfo]] = {}
-                for o in list_incoming(self.cfg.incoming):
+                for o in list_incoming(self.cfg.incoming, self.cfg.settle_seconds):
                     arrivals.setdefault(o.domain, []).append(o)
                 for domain in sorted(set(arrivals) | set(self.registry.domains())):
                     self._check_lease()
-                    self._poll_domain(domain, arrivals.get(domain, []), report)
+                    try:
+                        self._poll_domain(domain, arrivals.get(domain, []), report)
+                    except LeaseLost:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one domain's trouble must not stall the others
+                        log.exception("poll of domain %s failed", domain)
+                        report.errors[domain] = f"{type(e).__name__}: {e}"[:2000]
         finally:
             self._keepalive = None
             self.lease.release()
@@ -181,10 +191,22 @@ class Watcher:
         if any(v.status == "running" for v in versions):
             return  # one adaptation per domain at a time: the next one builds on its outcome
         consumed = {(k, e) for v in versions for k, e in v.consumed}
-        new = [o for o in objects if o.identity not in consumed]
+        consumed |= {(k, q["etag"]) for k, q in self.registry.quarantined(domain).items()}
+        new, rows, poison = [], [], {}
+        for o in objects:
+            if o.identity in consumed:
+                continue
+            try:
+                rows += arrival_rows(o, domain)
+                new.append(o)
+            except PoisonArrival as e:
+                poison[o.key] = {"etag": o.etag, "reason": str(e)}
+        if poison:
+            self.registry.quarantine(domain, poison)
+            report.quarantined.update({k: p["reason"] for k, p in poison.items()})
+            log.warning("quarantined %d arrivals of %s: %s", len(poison), domain, report.quarantined)
         if not new:
             return
-        rows = training_rows(new, domain)
         hours = probe_hours(rows) if self.cfg.min_new_hours > 0 else 0.0
         if len(rows) < self.cfg.min_new_clips or hours < self.cfg.min_new_hours:
             report.waiting[domain] = {"clips": len(rows), "hours": round(hours, 4)}

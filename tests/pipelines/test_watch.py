@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from pathlib import Path
 
 from sonar_ray import storage
 from sonar_ray.pipelines.inventory import list_incoming, training_rows
@@ -137,6 +138,29 @@ def test_a_retry_after_a_started_run_failed_gets_a_fresh_attempt_and_succeeds(wa
     assert v.status == "promoted" and v.attempt == 2 and report.finished == {v.version: "promoted"}
     assert v.output.endswith("/output-2") and v.checkpoint == storage.join(v.output, "model.pt")
     assert storage.exists(storage.join(Registry(watch_cfg.registry).version_dir(v.version), "output", "ray", "started"))
+
+
+def test_poison_arrivals_are_quarantined_and_reported_while_every_domain_proceeds(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    upload(watch_cfg.incoming, "frogs", ["b.wav"], seed=1)
+    upload(watch_cfg.incoming, "bats", ["c.aiff"], seed=2)
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "batch.jsonl"), b'{"path": "a.wav"}\n{oops\n')
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "frogs", "rows.jsonl"), b'{"label": "no path"}\n')
+    poison = {"birds/batch.jsonl": "line 2 is not JSON", "frogs/rows.jsonl": "line 1 has no 'path'"}
+    if not storage.is_remote(watch_cfg.incoming):
+        Path(watch_cfg.incoming, "bats", "gone.wav").symlink_to("nowhere.wav")
+        poison["bats/gone.wav"] = "unreadable link"
+    report = Watcher(watch_cfg).poll()
+    registry = Registry(watch_cfg.registry)
+    assert set(report.quarantined) == set(poison) and not report.errors
+    assert all(why in report.quarantined[key] for key, why in poison.items())
+    for domain, clip in (("birds", "a.wav"), ("frogs", "b.wav"), ("bats", "c.aiff")):
+        (v,) = registry.versions(domain)
+        assert v.status == "promoted" and [k for k, _ in v.consumed] == [f"{domain}/{clip}"]
+    again = Watcher(watch_cfg).poll()
+    assert again.started == [] and again.quarantined == {}  # recorded once, not re-planned
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "frogs", "rows.jsonl"), b'{"path": "b.wav"}\n')
+    assert len(Watcher(watch_cfg).poll().started) == 1  # a fixed re-upload is planned
 
 
 def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
