@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,15 +84,33 @@ class GateConfig:
     adaptability_tolerance: float  # how much lower than the parent's adaptability still passes
 
 
-def promotion_gate(metrics: dict, parent_metrics: dict, gate: GateConfig) -> tuple[bool, str]:
-    """(passes, reason). Forgetting within the bound and adaptability not worse than the parent's."""
-    forgetting, adaptability = metrics["forgetting"], metrics["adaptability"]
+GATE_METRICS = ("adaptability", "adaptability_base", "forgetting", "prior_adapted")
+
+
+def promotion_gate(metrics: dict, root_prior: float | None, gate: GateConfig) -> tuple[bool, str]:
+    """(passes, reason). `metrics` compare the candidate with the model it was adapted from (its
+    parent, or the root checkpoint for a domain's first version: `adaptability_base`, `forgetting`);
+    `root_prior` is the root checkpoint's prior-task score (None: this is the first version, so the
+    root is its base). Passes when adaptability is not worse than the base's and prior tasks lost at
+    most `max_forgetting`, both against the base and, cumulatively over promotions, against the root.
+    A missing or non-finite metric never passes."""
+    values = {k: metrics.get(k) for k in GATE_METRICS}
+    if root_prior is not None:
+        values["root prior"] = root_prior
+    bad = [k for k, v in values.items() if not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if bad:
+        return False, f"missing or non-finite metrics: {', '.join(f'{k}={values[k]!r}' for k in bad)}"
+    forgetting, adaptability, reference = values["forgetting"], values["adaptability"], values["adaptability_base"]
+    total = forgetting if root_prior is None else root_prior - values["prior_adapted"]
     if forgetting > gate.max_forgetting:
         return False, f"forgetting {forgetting:.4f} > max_forgetting {gate.max_forgetting:.4f}"
-    parent_adapt = parent_metrics.get("adaptability")
-    if parent_adapt is not None and adaptability < parent_adapt - gate.adaptability_tolerance:
-        return False, f"adaptability {adaptability:.4f} < parent's {parent_adapt:.4f} - tolerance {gate.adaptability_tolerance}"
-    return True, f"forgetting {forgetting:.4f} <= {gate.max_forgetting:.4f}, adaptability {adaptability:.4f} not worse than parent"
+    if total > gate.max_forgetting:
+        return False, f"forgetting against the root {total:.4f} > max_forgetting {gate.max_forgetting:.4f}"
+    if adaptability < reference - gate.adaptability_tolerance:
+        return False, (f"adaptability {adaptability:.4f} < its base's {reference:.4f} - tolerance "
+                       f"{gate.adaptability_tolerance}")
+    return True, (f"forgetting {forgetting:.4f} (against the root {total:.4f}) <= {gate.max_forgetting:.4f}, "
+                  f"adaptability {adaptability:.4f} not worse than its base's {reference:.4f}")
 
 
 class Registry:

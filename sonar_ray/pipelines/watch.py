@@ -48,8 +48,8 @@ class WatchConfig:
     adapt_config: str = ""       # --config FILE for the adaptation ("" = its defaults)
     max_steps: int = 0           # --max-steps for the adaptation (0 = its default)
     evaluate: bool = True        # without evaluation there are no metrics: versions wait for a manual promote
-    max_forgetting: float = 0.05  # promotion gate: forgetting must be <= this
-    adaptability_tolerance: float = 0.0  # gate: adaptability may be this much below the parent's
+    max_forgetting: float = 0.05  # promotion gate: forgetting against the parent and against the root <= this
+    adaptability_tolerance: float = 0.0  # gate: adaptability may be this much below its base's
     max_attempts: int = 3        # a failed adaptation is retried until this many attempts, then reported
     lease_ttl: float = 600.0     # seconds; a poll renews its lease every ttl/3
     holder: str = ""             # lease holder name ("" = host:pid)
@@ -302,7 +302,7 @@ class Watcher:
         if pointer.version == v.version:  # promoted before a crash; finish recording it
             self.registry.promote(v, "promotion resumed after a restart")
             return
-        if not {"adaptability", "forgetting"} <= set(v.metrics):
+        if not v.metrics:
             v.set_status("succeeded", "no adaptability/forgetting metrics: promote manually")
             self.registry.save(v)
             return
@@ -310,13 +310,21 @@ class Watcher:
             v.set_status("rejected", f"parent {v.parent} is no longer current ({pointer.version})")
             self.registry.save(v)
             return
-        parent_metrics = self.registry.get(v.parent).metrics if v.parent else {}
-        ok, reason = promotion_gate(v.metrics, parent_metrics, self.gate)
+        ok, reason = promotion_gate(v.metrics, self._root_prior(v), self.gate)
         if ok:
             self.registry.promote(v, reason)
         else:
             v.set_status("rejected", reason)
             self.registry.save(v)
+
+    def _root_prior(self, v: Version) -> float | None:
+        """The root checkpoint's prior-task score, as measured by the first version of v's lineage."""
+        if v.parent is None:
+            return None
+        first = self.registry.get(v.parent)
+        while first.parent is not None:
+            first = self.registry.get(first.parent)
+        return first.metrics.get("prior_base", math.nan)  # missing: the gate refuses
 
     # --- drivers ---
     def run(self) -> None:

@@ -5,7 +5,8 @@ fail, as the data layer does), fails when the base checkpoint is missing, refuse
 already holds a run unless --resume (as `fit` does: it marks a started run with `ray/`), dies once
 after starting when $SONAR_STANDIN_FAIL_ONCE names a marker file not yet there, and writes model.pt,
 tokenizer.pt, summary.json and bad_inputs.json. It does not train: the model is the base, and the
-metrics are fixed (adaptability 0.5, forgetting 0.0) — promotion-gate tests force rejection by config.
+metrics are fixed (adaptability 0.5 as good as its base, forgetting 0.0) unless $SONAR_STANDIN_METRICS
+(JSON) overrides some of them — promotion-gate tests force rejection that way or by config.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def main() -> None:
     storage.write_bytes_atomic(tokenizer, base)
     report = {"total": len(bad), "counts": {}, "files": bad}  # the data layer's bad_inputs.json format
     storage.write_bytes_atomic(storage.join(args.output, "bad_inputs.json"), json.dumps(report).encode())
-    metrics = {} if args.no_evaluate else {"adaptability": 0.5, "forgetting": 0.0}
+    metrics = {} if args.no_evaluate else {
+        "adaptability": 0.5, "adaptability_base": 0.5, "forgetting": 0.0, "prior_base": 0.6, "prior_adapted": 0.6,
+        **json.loads(os.environ.get("SONAR_STANDIN_METRICS", "{}"))}
     summary = {"model": model, "tokenizer": tokenizer, "steps": args.max_steps,
                "config": {"domain": args.domain, "clips": good}, "metrics": metrics}
     storage.write_bytes_atomic(storage.join(args.output, "summary.json"), json.dumps(summary).encode())
