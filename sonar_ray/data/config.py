@@ -35,3 +35,10 @@ class DataConfig:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if not 0.0 <= self.replay_ratio <= 1.0:
             raise ValueError(f"replay_ratio must lie in [0, 1], got {self.replay_ratio}")
+        for name, low in {"batch_size": 1, "num_batches": 1, "num_strata": 1, "read_retries": 0, "num_readers": 1}.items():
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not (self.clip_seconds > 0 and self.temperature > 0 and 0 <= self.min_share <= 1):
+            raise ValueError("clip_seconds and temperature must be > 0, min_share in [0, 1]")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise ValueError(f"need 0 <= min_seconds < max_seconds, got {self.min_seconds} and {self.max_seconds}")

@@ -72,7 +72,8 @@ class StreamFactory:
 
 
 def check_inputs(cfg: TrainConfig, paths: dict) -> None:
-    """Fail before any worker starts: missing or incompatible starting model."""
+    """Fail before any worker starts: missing or incompatible starting model, missing probes."""
+    from sonar_ray.data.manifest import PROBE_MANIFEST
     from sonar_ray.models import beats
 
     if cfg.method != "scratch":
@@ -83,6 +84,8 @@ def check_inputs(cfg: TrainConfig, paths: dict) -> None:
     for key in ("tokenizer", "predictor"):
         if paths.get(key):
             storage.require_exists(paths[key], f"{key} checkpoint")
+    if cfg.evaluate and cfg.probes:  # else found only after training, when evaluation starts
+        storage.require_exists(storage.join(cfg.probes, PROBE_MANIFEST), "probe manifest (--probes)")
 
 
 def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedData | None = None) -> RunSummary:
