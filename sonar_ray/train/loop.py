@@ -267,8 +267,8 @@ def train_loop_per_worker(config: dict) -> None:
             models.codebook.usage.copy_(state["codebook_usage"])
         torch.set_rng_state(state["rng"])
 
-    shard = ray.train.get_dataset_shard("train")
-    batches = iter_train_batches(shard)
+    # Worker `rank` has its own stream: step k trains batch k * world + rank, across restarts too.
+    batches = iter_train_batches(ray.train.get_dataset_shard(f"train_{rank}"), start_step * world + rank, world)
     grow_info = {}
     if cfg.method == "sonar" and cfg.codebook_grow > 0 and models.codebook is not None and checkpoint is None:
         first = next(batches)
