@@ -28,7 +28,7 @@ MAX_PEAK = 100.0
 MIN_RATE, MAX_RATE = 4_000, 768_000
 BLOCK_FRAMES = 1 << 16
 # Container formats libsndfile cannot read: reported as such rather than as damaged audio.
-UNSUPPORTED_SUFFIXES = (".m4a", ".mp4", ".aac", ".wma", ".opus", ".webm", ".amr")
+UNSUPPORTED_SUFFIXES = (".m4a", ".mp4", ".aac", ".wma", ".webm", ".amr")
 
 REASONS = ("unreadable", "empty", "not_audio", "unsupported_format", "bad_rate", "too_long", "truncated",
            "nan_inf", "too_loud", "silent", "too_short", "decode_error")

@@ -17,7 +17,7 @@ from sonar_ray import storage
 from sonar_ray.data.decode import UNSUPPORTED_SUFFIXES
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 OPTIONAL_COLUMNS = ("domain", "task", "label", "split", "duration", "stratum")
 TRAIN_MANIFEST = "manifests/train.jsonl"
 PROBE_MANIFEST = "manifests/probes.jsonl"

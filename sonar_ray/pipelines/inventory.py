@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sonar_ray import storage
+from sonar_ray.data.decode import UNSUPPORTED_SUFFIXES
+from sonar_ray.data.manifest import AUDIO_SUFFIXES as DATA_AUDIO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+# What the data layer lists, so an arrival it cannot decode (.m4a) is planned and reported, not ignored.
+AUDIO_SUFFIXES = DATA_AUDIO_SUFFIXES + UNSUPPORTED_SUFFIXES
 MANIFEST_SUFFIX = ".jsonl"
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial")
 

@@ -25,7 +25,7 @@ BAD = {"corrupt.flac": "not_audio", "empty.wav": "empty", "nan.wav": "nan_inf", 
        "silent.flac": "silent", "notes.wav": "not_audio", "days.flac": "too_long", "rate1hz.wav": "bad_rate",
        "loud.wav": "too_loud", "phone.m4a": "unsupported_format"}
 LINKS = {"loop.wav": "unreadable", "dangling.wav": "unreadable"}  # local folders only
-EXTRA_GOOD = ("rate8k.wav", "stereo48k.flac", "streaming.wav")
+EXTRA_GOOD = ("rate8k.wav", "stereo48k.flac", "streaming.wav", "voice.opus")
 
 
 def wav(x, rate, subtype="PCM_16", fmt="WAV") -> bytes:
@@ -51,6 +51,7 @@ def dirty_folder(tiny_corpus, tmp_path_factory) -> Path:
     (root / "rate8k.wav").write_bytes(wav(tone[:8000], 8000))
     (root / "stereo48k.flac").write_bytes(wav(np.stack([tone, tone[::-1]], 1), 48_000, fmt="FLAC"))
     (root / "streaming.wav").write_bytes(streaming_wav(tone))
+    (root / "voice.opus").write_bytes(wav(tone, 48_000, "OPUS", "OGG"))
     (root / "days.flac").write_bytes(flac_claiming_49_days())
     (root / "rate1hz.wav").write_bytes(wav_at_1_hz())
     (root / "loud.wav").write_bytes(wav(tone * 1e30, 16_000, "FLOAT"))

@@ -166,10 +166,11 @@ def test_poison_arrivals_are_quarantined_and_reported_while_every_domain_proceed
 def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "broken.wav"), b"RIFF not really")
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "phone.m4a"), b"\0\0\0\x18ftypM4A ")
     Watcher(watch_cfg).poll()
     (v,) = Registry(watch_cfg.registry).versions("birds")
-    assert v.status == "promoted" and len(v.consumed) == 2
-    assert [b["path"].rsplit("/", 1)[-1] for b in v.bad_inputs] == ["broken.wav"]
+    assert v.status == "promoted" and len(v.consumed) == 3  # an .m4a arrival is reported, not ignored
+    assert [b["path"].rsplit("/", 1)[-1] for b in v.bad_inputs] == ["broken.wav", "phone.m4a"]
 
 
 def test_thresholds_hold_arrivals_back_until_enough_data(watch_cfg):
