@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sonar_ray import storage
-from sonar_ray.config import parse_cli, to_dict
+from sonar_ray.config import parse_cli, run_job, to_dict
 from sonar_ray.data import prepare_data, write_bad_input_report
 from sonar_ray.train import inputs
 from sonar_ray.train.config import TrainConfig
@@ -81,4 +81,4 @@ def print_summary(s: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_job(main, "adapt")

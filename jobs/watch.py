@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from sonar_ray.config import parse_cli
+from sonar_ray.config import parse_cli, run_job
 from sonar_ray.pipelines.watch import WatchConfig, Watcher
 
 
@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_job(main, "watch")

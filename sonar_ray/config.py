@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
+import tempfile
+import traceback
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,3 +138,18 @@ def save(cfg: Any, path: str | Path) -> None:
     from sonar_ray import storage
 
     storage.write_bytes_atomic(str(path), json.dumps(to_dict(cfg), indent=2, sort_keys=True).encode())
+
+
+# What a user can fix: a bad flag value or type, a missing input, an output that already holds a run.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError)
+
+
+def run_job(main: Callable[[], Any], name: str) -> None:
+    """Run a job's `main()`; a user error prints one line and the file holding its traceback, exit 2."""
+    try:
+        main()
+    except USER_ERRORS as e:
+        log = Path(tempfile.gettempdir()) / f"sonar-{name}-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        print(f"error: {e}  (traceback: {log})", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

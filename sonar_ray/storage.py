@@ -7,8 +7,8 @@ prints or stores credentials.
 
 from __future__ import annotations
 
+import glob
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -69,11 +69,43 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stage_file(folder: Path, name: str, data: bytes) -> Path:
+    """`data`, fsynced, in a new temp file `.<name>.<pid>.<random>.tmp` in `folder`, for the caller to
+    rename or link into place. Its mode follows the umask (usually 0644, not mkstemp's 0600). A writer
+    killed before the rename leaves its temp file; the next write of `name` removes the temp files of
+    writers no longer alive on this host."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        pid = stale.name[len(name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def write_bytes_atomic(uri: str, data: bytes) -> None:
     """Readers see the old object or the new one, never a partial write.
 
-    Local: write a temp file in the same folder, fsync, rename. Object stores: a single PUT
-    is already atomic, so we upload the whole payload in one call.
+    Local: stage a complete temp file in the same folder (`stage_file`), rename it into place.
+    Object stores: a single PUT is already atomic, so we upload the whole payload in one call.
     """
     uri = str(uri)
     if is_remote(uri):
@@ -81,16 +113,11 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
         return
     path = Path(uri.removeprefix("file://"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{uuid.uuid4().hex[:6]}.tmp", dir=path.parent)
+    tmp = stage_file(path.parent, path.name, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -18,6 +18,8 @@ class DataConfig:
     num_batches: int = field(default=1000, metadata={"help": "length of the stream, in batches"})
     clip_seconds: float = field(default=10.0, metadata={"help": "crop / pad every clip to this length (BEATs: 10 s)"})
     min_seconds: float = field(default=0.1, metadata={"help": "shorter files are skipped as too_short"})
+    max_seconds: float = field(default=4 * 3600.0, metadata={
+        "help": "files whose header claims more are skipped as too_long (bounds a decode before it starts)"})
     policy: str = field(default="relevance", metadata={"help": "prior sampling across strata", "choices": POLICIES})
     num_strata: int = field(default=8, metadata={"help": "k-means strata of the prior set (when no stratum column)"})
     temperature: float = field(default=0.5, metadata={"help": "temperature T of exp(relevance / T) (relevance: a cosine in [-1, 1])"})
@@ -39,3 +41,10 @@ class DataConfig:
             raise ValueError(f"need 0 <= min_oversample <= 1 <= max_oversample, got {self.min_oversample}, {self.max_oversample}")
         if self.temperature <= 0 or self.new_modes < 1:
             raise ValueError(f"temperature must be > 0 and new_modes >= 1, got {self.temperature}, {self.new_modes}")
+        for name, low in {"batch_size": 1, "num_batches": 1, "num_strata": 1, "read_retries": 0, "num_readers": 1}.items():
+            if not getattr(self, name) >= low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not self.clip_seconds > 0:
+            raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise ValueError(f"need 0 <= min_seconds < max_seconds, got {self.min_seconds} and {self.max_seconds}")

@@ -6,7 +6,8 @@ unpadded patches), else from mean log-mel fbank: a model-free stand-in that stil
 spectrally different strata.
 
 Why not `ray.data.read_audio`: one unreadable file fails its read task, and it neither resamples
-nor reports per-file reasons; here every file yields a row, good or bad.
+nor reports per-file reasons; here every file yields a row, good or bad. Each file is isolated: any
+error while reading it (even one the decoder did not foresee) becomes that file's reason.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from sonar_ray import storage
-from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
-from sonar_ray.data.fetch import fetch_bytes
+from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, fit_length, scan
+from sonar_ray.data.fetch import read_audio
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FBANK_SCALE = 2 ** 15  # BEATs feeds int16-range audio to Kaldi fbank
 
 
@@ -47,9 +48,10 @@ def clip_features(waves: np.ndarray, lengths: np.ndarray):
 class ClipInspector:
     """Ray Data callable (one instance per actor, so the model loads once)."""
 
-    def __init__(self, clip_seconds: float, min_seconds: float, embed: bool, model_uri: str | None):
-        self.clip_samples = int(round(clip_seconds * SAMPLE_RATE))
-        self.min_seconds, self.embed = min_seconds, embed
+    def __init__(self, clip_seconds: float, min_seconds: float, max_seconds: float, embed: bool,
+                 model_uri: str | None):
+        self.clip_seconds, self.clip_samples = clip_seconds, int(round(clip_seconds * SAMPLE_RATE))
+        self.min_seconds, self.max_seconds, self.embed = min_seconds, max_seconds, embed
         self.model = None
         if embed and model_uri:
             from sonar_ray.models.beats import load_checkpoint
@@ -76,11 +78,16 @@ class ClipInspector:
         reason, duration = np.full(n, "", dtype=object), np.full(n, np.nan)
         rate, channels = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         clips, lengths, good = [], [], []
+        keep = self.clip_seconds if self.embed else 0.0
         for i, uri in enumerate(batch["uri"]):
             try:
-                d = decode(fetch_bytes(str(uri)), min_seconds=self.min_seconds)
+                d = read_audio(str(uri), lambda f: scan(f, self.min_seconds, self.max_seconds, keep))
             except BadAudio as e:
                 reason[i] = e.reason
+                continue
+            except Exception as e:  # noqa: BLE001 - one file's surprise must not end the pass
+                log.warning("skipping %s: %s: %s", uri, type(e).__name__, e)
+                reason[i] = "decode_error"
                 continue
             duration[i], rate[i], channels[i] = d.duration, d.source_rate, d.channels
             if self.embed:
@@ -96,25 +103,27 @@ class ClipInspector:
         return out
 
 
-def _cache_key(df: pd.DataFrame, clip_seconds: float, min_seconds: float, embed: bool, model_uri: str | None) -> str:
+def _cache_key(df: pd.DataFrame, clip_seconds: float, min_seconds: float, max_seconds: float, embed: bool,
+               model_uri: str | None) -> str:
     model = None
     if embed and model_uri:
         fs, path = storage.filesystem(model_uri)
         model = [model_uri, fs.info(path).get("size")]
     identity = {"v": CACHE_VERSION, "files": df["uri"].tolist(), "sizes": df["size"].tolist() if "size" in df else None,
-                "clip": clip_seconds, "min": min_seconds, "embed": embed, "model": model}
+                "clip": clip_seconds, "min": min_seconds, "max": max_seconds, "embed": embed, "model": model}
     return hashlib.sha1(json.dumps(identity, default=str).encode()).hexdigest()[:16]
 
 
 def inspect_files(df: pd.DataFrame, cache_dir: str, *, clip_seconds: float, min_seconds: float,
-                  embed: bool = False, model_uri: str | None = None, concurrency: int = 2) -> pd.DataFrame:
+                  max_seconds: float, embed: bool = False, model_uri: str | None = None,
+                  concurrency: int = 2) -> pd.DataFrame:
     """`df` (with `uri`) + columns reason ('' = good), duration, sample_rate, channels[, embedding].
 
     Cached at `<cache_dir>/inspect-<key>.parquet`, keyed by the file list, clip settings and model.
     """
     import ray
 
-    key = _cache_key(df, clip_seconds, min_seconds, embed, model_uri)
+    key = _cache_key(df, clip_seconds, min_seconds, max_seconds, embed, model_uri)
     cache_uri = storage.join(cache_dir, f"inspect-{key}.parquet")
     if storage.exists(cache_uri):
         found = pd.read_parquet(io.BytesIO(storage.read_bytes(cache_uri)))
@@ -122,7 +131,8 @@ def inspect_files(df: pd.DataFrame, cache_dir: str, *, clip_seconds: float, min_
         ds = ray.data.from_items([{"uri": u} for u in df["uri"]])
         ds = ds.map_batches(ClipInspector, batch_size=16, compute=ray.data.ActorPoolStrategy(size=concurrency),
                             fn_constructor_kwargs=dict(
-            clip_seconds=clip_seconds, min_seconds=min_seconds, embed=embed, model_uri=model_uri))
+            clip_seconds=clip_seconds, min_seconds=min_seconds, max_seconds=max_seconds, embed=embed,
+            model_uri=model_uri))
         buf = io.BytesIO()
         ds.to_pandas().to_parquet(buf, index=False)
         found = pd.read_parquet(io.BytesIO(buf.getvalue()))  # same dtypes as a cache hit

@@ -14,9 +14,10 @@ import posixpath
 import pandas as pd
 
 from sonar_ray import storage
+from sonar_ray.data.decode import UNSUPPORTED_SUFFIXES
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 OPTIONAL_COLUMNS = ("domain", "task", "label", "split", "duration", "stratum")
 TRAIN_MANIFEST = "manifests/train.jsonl"
 PROBE_MANIFEST = "manifests/probes.jsonl"
@@ -57,11 +58,13 @@ def read_manifest(uri: str, root: str | None = None) -> pd.DataFrame:
 
 
 def list_audio(uri: str, domain: str | None = None) -> pd.DataFrame:
-    """Audio files under a folder/prefix; domain = `domain` or the first path component below `uri`."""
+    """Audio files under a folder/prefix; domain = `domain` or the first path component below `uri`.
+
+    Files in formats we cannot decode are listed too, so that the inspection reports them."""
     storage.require_exists(uri, "audio folder")
     fs, base = storage.filesystem(uri)
     found = fs.find(base, detail=True)
-    files = sorted(p for p in found if p.lower().endswith(AUDIO_SUFFIXES))
+    files = sorted(p for p in found if p.lower().endswith(AUDIO_SUFFIXES + UNSUPPORTED_SUFFIXES))
     if not files:
         raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under {uri!r}")
     rel = [posixpath.relpath(p, base) for p in files]

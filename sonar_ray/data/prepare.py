@@ -42,7 +42,7 @@ def cache_dir_for(source_uri: str) -> str:
 def _inspect(cfg: DataConfig, uri: str, domain: str | None, embed: bool) -> pd.DataFrame:
     df = load_source(uri, domain)
     return inspect_files(df, cfg.cache_uri or cache_dir_for(uri), clip_seconds=cfg.clip_seconds,
-                         min_seconds=cfg.min_seconds, embed=embed, model_uri=cfg.model_uri,
+                         min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, embed=embed, model_uri=cfg.model_uri,
                          concurrency=cfg.num_readers)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from sonar_ray.data.config import DataConfig
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
-from sonar_ray.data.fetch import fetch_bytes
+from sonar_ray.data.fetch import read_audio
 from sonar_ray.data.inspect import clip_features
 from sonar_ray.data.prepare import PreparedData, prepare_data
 from sonar_ray.data.sampler import JointSampler
@@ -42,8 +42,8 @@ def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) ->
     waves, lengths = np.zeros((len(uris), num), np.float32), np.zeros(len(uris), np.int64)
     ok = np.zeros(len(uris), dtype=bool)
     for i, (uri, start) in enumerate(zip(uris, starts)):
-        try:
-            wave = decode(fetch_bytes(str(uri), retries), start=float(start), seconds=clip_seconds).wave
+        try:  # reads only this crop's frames
+            wave = read_audio(str(uri), lambda f: decode(f, start=float(start), seconds=clip_seconds), retries).wave
         except BadAudio as e:
             log.warning("replacing %s in batch %d: %s", uri, int(row["batch_index"][0]), e)
             continue
@@ -60,9 +60,10 @@ def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) ->
 
 
 def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: PreparedData | None = None,
-                        stop_batch: int | None = None):
+                        stop_batch: int | None = None, rank: int = 0, num_ranks: int = 1):
     """Batches [start_batch, stop_batch or cfg.num_batches) of the joint stream as a Ray Dataset (one row
-    per batch). The plan is always that of the whole stream, so consecutive segments join up exactly.
+    per batch), of which only those with index % num_ranks == rank: one worker's own stream. The plan
+    is always that of the whole stream, so consecutive segments join up exactly.
 
     Pass `prepared` (from `prepare_data(cfg)`) to reuse an inspection the caller already ran, e.g.
     to write its bad-input report.
@@ -71,7 +72,8 @@ def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: Prepare
 
     prepared = prepared or prepare_data(cfg)
     sampler = make_sampler(cfg, prepared)
-    plans = [next(sampler) for _ in range(cfg.num_batches)][start_batch:stop_batch]
+    plans = [p for p in [next(sampler) for _ in range(cfg.num_batches)][start_batch:stop_batch]
+             if p.index % num_ranks == rank]
     items = [{"batch_index": p.index, "uris": p.uris, "starts": p.starts, "is_prior": p.is_prior} for p in plans]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds.context.execution_options.preserve_order = True  # a single reader sees batches in index order
@@ -79,14 +81,26 @@ def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: Prepare
                                                                "retries": cfg.read_retries})
 
 
-def iter_train_batches(shard, prefetch_batches: int = 2) -> Iterator[dict]:
+def iter_train_batches(shard, first_index: int | None = None, stride: int = 1,
+                       prefetch_batches: int = 2) -> Iterator[dict]:
     """Training-worker side: a dataset shard (`ray.train.get_dataset_shard`) -> dicts of torch tensors.
 
     `fbank` float32 (B, T, 128), `padding_mask` bool (B, T), `is_prior` bool (B,), `batch_index` int.
+    With `first_index`, exactly batches first_index, first_index + stride, ... come out: earlier ones
+    are skipped (a restarted stream begins at the last safe point, which may lag the restored
+    checkpoint), and a gap or a batch out of order is an error rather than a silently wrong run.
     """
     import torch
 
+    expected = first_index
     for row in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=prefetch_batches):
+        index = int(row["batch_index"][0])
+        if expected is not None:
+            if index < expected:
+                continue
+            if index != expected:
+                raise RuntimeError(f"training stream out of order: expected batch {expected}, got {index}")
+            expected += stride
         yield {"fbank": torch.from_numpy(np.array(row["fbank"][0], dtype=np.float32)),  # own, writable copy
                "padding_mask": torch.from_numpy(np.asarray(row["padding_mask"][0], dtype=bool)),
                "is_prior": torch.from_numpy(np.asarray(row["is_prior"][0], dtype=bool)),

@@ -12,10 +12,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from sonar_ray import storage
 
 
 class CasStore(Protocol):
@@ -84,14 +85,8 @@ class LocalFile:
             return None
         return data, self._tag(data)
 
-    def _temp(self, data: bytes) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
+    def _temp(self, data: bytes) -> Path:
+        return storage.stage_file(self.path.parent, self.path.name, data)
 
     def create(self, data: bytes) -> str | None:
         tmp = self._temp(data)

@@ -3,7 +3,13 @@
 One listing per poll: S3 ListObjectsV2 returns key, ETag and size 1,000 objects per request, so no
 per-object requests are needed to tell new from consumed. Local folders use size + mtime_ns as the
 ETag. Objects still being uploaded are invisible: S3 lists a multipart upload only once it is
-completed, and local names that look like temp files (leading '.', .tmp/.part/.partial) are skipped.
+completed; local names that look like temp files (leading '.', .tmp/.part/.partial) are skipped, and
+so are local files modified within the last `settle_seconds` (a copy in progress keeps changing its
+size and mtime; planning it would train on a partial file, then again on the whole one).
+
+An arrival that can never be used (a dangling symlink, a manifest with a malformed line or a row
+without `path`) raises `PoisonArrival` when read, so the watcher quarantines that one object and
+plans the rest.
 """
 
 from __future__ import annotations
@@ -12,16 +18,24 @@ import json
 import logging
 import os
 import posixpath
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from sonar_ray import storage
+from sonar_ray.data.decode import UNSUPPORTED_SUFFIXES
+from sonar_ray.data.manifest import AUDIO_SUFFIXES as DATA_AUDIO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+# What the data layer lists, so an arrival it cannot decode (.m4a) is planned and reported, not ignored.
+AUDIO_SUFFIXES = DATA_AUDIO_SUFFIXES + UNSUPPORTED_SUFFIXES
 MANIFEST_SUFFIX = ".jsonl"
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial")
+
+
+class PoisonArrival(ValueError):
+    """This object can never yield training rows (the reason says why)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,7 @@ class ObjectInfo:
     etag: str
     size: int
     uri: str
+    problem: str = ""  # why it cannot be read at all ("" = fine)
 
     @property
     def domain(self) -> str:
@@ -66,29 +81,37 @@ def _list_s3(incoming: str) -> list[ObjectInfo]:
     return out
 
 
-def _list_local(incoming: str) -> list[ObjectInfo]:
+def _list_local(incoming: str, settle_seconds: float) -> list[ObjectInfo]:
     root = Path(incoming.removeprefix("file://")).resolve()
+    settled_before = time.time() - settle_seconds
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             path = Path(dirpath, name)
             key = path.relative_to(root).as_posix()
-            if _wanted(key):
+            if not _wanted(key):
+                continue
+            problem = ""
+            try:
                 st = path.stat()
-                out.append(ObjectInfo(key, f"{st.st_size:x}-{st.st_mtime_ns:x}", st.st_size, str(path)))
+            except OSError as e:  # a dangling link or a link loop: identified by the link itself
+                st, problem = path.lstat(), f"unreadable link: {e.strerror}"
+            if st.st_mtime > settled_before:
+                continue  # still being written, perhaps: the next poll sees it settled
+            out.append(ObjectInfo(key, f"{st.st_size:x}-{st.st_mtime_ns:x}", st.st_size, str(path), problem))
     return out
 
 
-def list_incoming(incoming: str) -> list[ObjectInfo]:
-    """Every audio / manifest object under `incoming`, sorted by key."""
+def list_incoming(incoming: str, settle_seconds: float = 0.0) -> list[ObjectInfo]:
+    """Every audio / manifest object under `incoming`, sorted by key (local files only once settled)."""
     incoming = str(incoming)
     if incoming.startswith("s3://"):
         objects = _list_s3(incoming)
     elif storage.is_remote(incoming):
         raise ValueError(f"{incoming!r}: the watcher lists s3:// prefixes and local folders")
     else:
-        objects = _list_local(incoming)
+        objects = _list_local(incoming, settle_seconds)
     return sorted(objects, key=lambda o: o.key)
 
 
@@ -99,22 +122,37 @@ def _resolve(folder: str, path: str) -> str:
     return f"{scheme}{sep}{posixpath.normpath(rest)}" if sep else os.path.normpath(rest)
 
 
-def training_rows(objects: list[ObjectInfo], domain: str) -> list[dict]:
-    """Manifest rows for exactly these objects: audio objects as-is, arriving manifests expanded.
+def arrival_rows(o: ObjectInfo, domain: str) -> list[dict]:
+    """Manifest rows for one arrival: an audio object as-is, an arriving manifest expanded.
 
     Paths in an arriving manifest are taken relative to that manifest's folder (or are full URIs).
+    Raises PoisonArrival when the object can never be used.
     """
-    rows = []
-    for o in objects:
-        if not o.is_manifest:
-            rows.append({"path": o.uri, "domain": domain})
+    if o.problem:
+        raise PoisonArrival(o.problem)
+    if not o.is_manifest:
+        return [{"path": o.uri, "domain": domain}]
+    try:
+        text = storage.read_bytes(o.uri).decode()
+    except UnicodeDecodeError as e:
+        raise PoisonArrival(f"manifest is not UTF-8 text: {e}") from None
+    folder, rows = o.uri.rsplit("/", 1)[0], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
             continue
-        folder = o.uri.rsplit("/", 1)[0]
-        for line in storage.read_bytes(o.uri).decode().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows.append({**row, "path": _resolve(folder, row["path"]), "domain": domain})
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PoisonArrival(f"manifest line {n} is not JSON: {e}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not row["path"]:
+            raise PoisonArrival(f"manifest line {n} has no 'path'")
+        rows.append({**row, "path": _resolve(folder, row["path"]), "domain": domain})
     return rows
+
+
+def training_rows(objects: list[ObjectInfo], domain: str) -> list[dict]:
+    """Manifest rows for exactly these objects (see `arrival_rows`)."""
+    return [row for o in objects for row in arrival_rows(o, domain)]
 
 
 def probe_hours(rows: list[dict]) -> float:

@@ -45,6 +45,8 @@ class Lease:
     """`acquire()` → bool, `renew()` (raises LeaseLost), `release()`; also a context manager."""
 
     def __init__(self, uri: str, ttl_s: float, holder: str | None = None):
+        if not ttl_s > 0:
+            raise ValueError(f"lease ttl must be > 0 seconds, got {ttl_s}")
         self.uri, self.ttl_s = uri, ttl_s
         self.holder = holder or default_holder()
         self._obj = cas_object(uri)
@@ -54,6 +56,17 @@ class Lease:
     @property
     def held(self) -> bool:
         return self._record is not None and not self._record.expired(time.time())
+
+    def remaining(self) -> float:
+        """Seconds our lease has left by our clock (0 when not held)."""
+        return max(0.0, self._record.expires_at - time.time()) if self._record is not None else 0.0
+
+    def fence(self) -> None:
+        """Raise LeaseLost unless a write started now ends well inside our lease: at least a third of
+        the TTL must be left (renewals every ttl/3 keep about two thirds left while storage answers)."""
+        if self.remaining() < self.ttl_s / 3:
+            raise LeaseLost(f"lease {self.uri} is lost or about to expire ({self.remaining():.1f}s left); "
+                            "not writing")
 
     def current(self) -> LeaseRecord | None:
         """Whoever holds (or last held) the lease, as stored."""

@@ -4,9 +4,11 @@ Layout under the registry URI:
 ```
 lease.json                                   who may write (see lease.py)
 domains/<domain>/current.json                {"version": id|null, "history": [previously current ids]}
+domains/<domain>/quarantine.json             {key: {"etag", "reason", "at"}}: arrivals that can never be used
 domains/<domain>/versions/<id>/version.json  one Version record (below)
 domains/<domain>/versions/<id>/manifest.jsonl  the exact rows the adaptation trained on
 domains/<domain>/versions/<id>/output/       the adaptation's model.pt, tokenizer.pt, summary.json
+domains/<domain>/versions/<id>/output-<n>/   the same for retry attempt n (each attempt starts afresh)
 ```
 Records are created with a conditional write (never clobbered) and then updated only by the lease
 holder. Version ids are a hash of (domain, parent, consumed objects), so re-planning the same
@@ -18,7 +20,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sonar_ray import storage
@@ -80,20 +84,41 @@ class GateConfig:
     adaptability_tolerance: float  # how much lower than the parent's adaptability still passes
 
 
-def promotion_gate(metrics: dict, parent_metrics: dict, gate: GateConfig) -> tuple[bool, str]:
-    """(passes, reason). Forgetting within the bound and adaptability not worse than the parent's."""
-    forgetting, adaptability = metrics["forgetting"], metrics["adaptability"]
+GATE_METRICS = ("adaptability", "adaptability_base", "forgetting", "prior_adapted")
+
+
+def promotion_gate(metrics: dict, root_prior: float | None, gate: GateConfig) -> tuple[bool, str]:
+    """(passes, reason). `metrics` compare the candidate with the model it was adapted from (its
+    parent, or the root checkpoint for a domain's first version: `adaptability_base`, `forgetting`);
+    `root_prior` is the root checkpoint's prior-task score (None: this is the first version, so the
+    root is its base). Passes when adaptability is not worse than the base's and prior tasks lost at
+    most `max_forgetting`, both against the base and, cumulatively over promotions, against the root.
+    A missing or non-finite metric never passes."""
+    values = {k: metrics.get(k) for k in GATE_METRICS}
+    if root_prior is not None:
+        values["root prior"] = root_prior
+    bad = [k for k, v in values.items() if not isinstance(v, (int, float)) or not math.isfinite(v)]
+    if bad:
+        return False, f"missing or non-finite metrics: {', '.join(f'{k}={values[k]!r}' for k in bad)}"
+    forgetting, adaptability, reference = values["forgetting"], values["adaptability"], values["adaptability_base"]
+    total = forgetting if root_prior is None else root_prior - values["prior_adapted"]
     if forgetting > gate.max_forgetting:
         return False, f"forgetting {forgetting:.4f} > max_forgetting {gate.max_forgetting:.4f}"
-    parent_adapt = parent_metrics.get("adaptability")
-    if parent_adapt is not None and adaptability < parent_adapt - gate.adaptability_tolerance:
-        return False, f"adaptability {adaptability:.4f} < parent's {parent_adapt:.4f} - tolerance {gate.adaptability_tolerance}"
-    return True, f"forgetting {forgetting:.4f} <= {gate.max_forgetting:.4f}, adaptability {adaptability:.4f} not worse than parent"
+    if total > gate.max_forgetting:
+        return False, f"forgetting against the root {total:.4f} > max_forgetting {gate.max_forgetting:.4f}"
+    if adaptability < reference - gate.adaptability_tolerance:
+        return False, (f"adaptability {adaptability:.4f} < its base's {reference:.4f} - tolerance "
+                       f"{gate.adaptability_tolerance}")
+    return True, (f"forgetting {forgetting:.4f} (against the root {total:.4f}) <= {gate.max_forgetting:.4f}, "
+                  f"adaptability {adaptability:.4f} not worse than its base's {reference:.4f}")
 
 
 class Registry:
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, fence: Callable[[], None] | None = None):
+        """`fence` runs before every write and raises to refuse it (the watcher: LeaseLost unless it
+        still holds the lease); None for a person's own edits through the registry CLI."""
         self.uri = str(uri)
+        self._fence = fence or (lambda: None)
 
     # --- paths ---
     @property
@@ -104,8 +129,16 @@ class Registry:
         domain = version_id.rsplit("-", 1)[0]
         return storage.join(self.uri, "domains", domain, "versions", version_id)
 
+    def attempt_output(self, version_id: str, attempt: int) -> str:
+        """Each attempt writes to its own folder: a failed attempt's half-written run is never mistaken
+        for the retry's (the adaptation refuses an output that already holds a run)."""
+        return storage.join(self.version_dir(version_id), "output" if attempt == 1 else f"output-{attempt}")
+
     def _record_uri(self, version_id: str) -> str:
         return storage.join(self.version_dir(version_id), "version.json")
+
+    def _quarantine_uri(self, domain: str) -> str:
+        return storage.join(self.uri, "domains", domain, "quarantine.json")
 
     def _pointer_uri(self, domain: str) -> str:
         return storage.join(self.uri, "domains", domain, "current.json")
@@ -134,6 +167,10 @@ class Registry:
         uri = self._pointer_uri(domain)
         return Pointer(**json.loads(storage.read_bytes(uri))) if storage.exists(uri) else Pointer()
 
+    def quarantined(self, domain: str) -> dict[str, dict]:
+        uri = self._quarantine_uri(domain)
+        return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else {}
+
     def consumed(self, domain: str) -> set[tuple[str, str]]:
         """Every object any version of `domain` was planned on, whatever its outcome."""
         return {(k, e) for v in self.versions(domain) for k, e in v.consumed}
@@ -141,12 +178,21 @@ class Registry:
     # --- writes (lease holder only) ---
     def create(self, version: Version) -> bool:
         """Record a new version; False if a record with this id already exists."""
+        self._fence()
         return cas_object(self._record_uri(version.version)).create(version.to_json()) is not None
 
     def save(self, version: Version) -> None:
+        self._fence()
         storage.write_bytes_atomic(self._record_uri(version.version), version.to_json())
 
+    def quarantine(self, domain: str, entries: dict[str, dict]) -> None:
+        """Add {key: {"etag", "reason"}} to the domain's quarantine (a rewrite, new ETag, is planned again)."""
+        self._fence()
+        merged = {**self.quarantined(domain), **{k: {**e, "at": time.time()} for k, e in entries.items()}}
+        storage.write_bytes_atomic(self._quarantine_uri(domain), json.dumps(merged, indent=2, sort_keys=True).encode())
+
     def _set_pointer(self, domain: str, pointer: Pointer) -> None:
+        self._fence()
         storage.write_bytes_atomic(self._pointer_uri(domain), json.dumps(dataclasses.asdict(pointer)).encode())
 
     def promote(self, version: Version, reason: str) -> None:

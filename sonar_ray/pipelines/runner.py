@@ -35,7 +35,10 @@ class AdaptRequest:
     evaluate: bool
 
     def argv(self) -> list[str]:
-        args = ["--domain", self.domain, "--data", self.data, "--base", self.base, "--output", self.output]
+        # --resume: a resubmission of the same attempt (its job forgotten by a restarted head)
+        # continues that attempt's run; a retry gets a fresh output folder instead.
+        args = ["--domain", self.domain, "--data", self.data, "--base", self.base, "--output", self.output,
+                "--resume"]
         if self.max_steps:
             args += ["--max-steps", str(self.max_steps)]
         if self.config_file:
@@ -58,6 +61,16 @@ class Runner(Protocol):
     def submit(self, request: AdaptRequest) -> None: ...
 
 
+def outputs_status(output: str) -> RunStatus | None:
+    """SUCCEEDED when `output` holds a finished run's summary and model, else None (unknown).
+
+    The outputs outlive the runner's memory: a restarted Ray head forgets its jobs, a restarted
+    watcher its inline runs."""
+    if all(storage.exists(storage.join(output, name)) for name in ("summary.json", "model.pt")):
+        return RunStatus("SUCCEEDED", f"found the outputs of a finished run in {output}")
+    return None
+
+
 class RayJobsRunner:
     """`python jobs/adapt.py ...` submitted with `JobSubmissionClient` under the request's submission id."""
 
@@ -74,7 +87,7 @@ class RayJobsRunner:
         for job in self.client.list_jobs():
             if job.submission_id == submission_id:
                 return RunStatus(str(job.status.value), job.message or "")
-        return None
+        return outputs_status(output)
 
     def submit(self, request: AdaptRequest, tries: int = 6) -> None:
         entrypoint = shlex.join([self.python, self.script, *request.argv()])
@@ -108,8 +121,7 @@ class InlineRunner:
     def status(self, submission_id: str, output: str) -> RunStatus | None:
         if submission_id in self._outcomes:
             return self._outcomes[submission_id]
-        # A run from an earlier (crashed) process counts only if it wrote its summary.
-        return RunStatus("SUCCEEDED") if storage.exists(storage.join(output, "summary.json")) else None
+        return outputs_status(output)  # a run of an earlier (crashed) process
 
     def submit(self, request: AdaptRequest) -> None:
         saved_argv = sys.argv

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import threading
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sonar_ray import storage
-from sonar_ray.pipelines.inventory import ObjectInfo, list_incoming, probe_hours, training_rows
+from sonar_ray.pipelines.inventory import ObjectInfo, PoisonArrival, arrival_rows, list_incoming, probe_hours
 from sonar_ray.pipelines.lease import Lease, LeaseLost
 from sonar_ray.pipelines.registry import GateConfig, Registry, Version, promotion_gate, version_id
 from sonar_ray.pipelines.runner import FINISHED, AdaptRequest, InlineRunner, RayJobsRunner, Runner
@@ -38,6 +39,7 @@ class WatchConfig:
     wait: bool = False           # with --once: poll until it held the lease and nothing is in flight
     min_new_clips: int = 1       # adapt a domain only once this many new clips arrived ...
     min_new_hours: float = 0.0   # ... and this many hours (reads audio headers when > 0)
+    settle_seconds: float = 10.0  # local files changed more recently are left for a later poll (copy in progress)
     ray_address: str = ""        # Jobs API address; "" = $RAY_ADDRESS or http://127.0.0.1:8265
     inline: bool = False         # run adaptations in this process instead of as Ray jobs
     python: str = "python"       # interpreter on the cluster that runs the adaptation job
@@ -46,11 +48,26 @@ class WatchConfig:
     adapt_config: str = ""       # --config FILE for the adaptation ("" = its defaults)
     max_steps: int = 0           # --max-steps for the adaptation (0 = its default)
     evaluate: bool = True        # without evaluation there are no metrics: versions wait for a manual promote
-    max_forgetting: float = 0.05  # promotion gate: forgetting must be <= this
-    adaptability_tolerance: float = 0.0  # gate: adaptability may be this much below the parent's
+    max_forgetting: float = 0.05  # promotion gate: forgetting against the parent and against the root <= this
+    adaptability_tolerance: float = 0.0  # gate: adaptability may be this much below its base's
     max_attempts: int = 3        # a failed adaptation is retried until this many attempts, then reported
     lease_ttl: float = 600.0     # seconds; a poll renews its lease every ttl/3
     holder: str = ""             # lease holder name ("" = host:pid)
+
+    def __post_init__(self):
+        positive = {"interval": self.interval, "lease_ttl": self.lease_ttl}
+        at_least = {"min_new_clips": (self.min_new_clips, 0), "min_new_hours": (self.min_new_hours, 0),
+                    "max_steps": (self.max_steps, 0), "max_attempts": (self.max_attempts, 1),
+                    "settle_seconds": (self.settle_seconds, 0)}
+        for name, value in positive.items():
+            if not value > 0:  # also rejects NaN
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        for name, (value, low) in at_least.items():
+            if not value >= low:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+        for name in ("max_forgetting", "adaptability_tolerance"):  # negative bounds are strict gates, not errors
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
 
 
 @dataclass
@@ -62,6 +79,8 @@ class PollReport:
     in_flight: list[str] = field(default_factory=list)
     waiting: dict[str, dict] = field(default_factory=dict)   # domain -> {"clips", "hours"} below thresholds
     failed: dict[str, str] = field(default_factory=dict)     # version -> reason, attempts exhausted
+    quarantined: dict[str, str] = field(default_factory=dict)  # incoming key -> why it can never be used
+    errors: dict[str, str] = field(default_factory=dict)     # domain -> error that stopped its poll (others went on)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -83,7 +102,10 @@ def code_version() -> str:
 
 
 class _KeepAlive:
-    """Renews the lease every ttl/3 from a background thread while a poll runs (inline runs are long)."""
+    """Renews the lease every ttl/3 from a background thread while a poll runs (inline runs are long).
+
+    A storage error is retried every ttl/10 while the lease still has a third of its TTL left; after
+    that (or when someone else holds the lease) `lost` is set and the watcher stops writing."""
 
     def __init__(self, lease: Lease):
         self.lease, self.lost = lease, threading.Event()
@@ -92,11 +114,21 @@ class _KeepAlive:
 
     def _run(self) -> None:
         while not self._stop.wait(self.lease.ttl_s / 3):
-            try:
-                self.lease.renew()
-            except LeaseLost:
-                self.lost.set()
-                return
+            while True:
+                try:
+                    self.lease.renew()
+                    break
+                except LeaseLost:
+                    self.lost.set()
+                    return
+                except Exception as e:  # noqa: BLE001 - a storage hiccup: retry while the lease lasts
+                    if self.lease.remaining() < self.lease.ttl_s / 3:
+                        log.error("could not renew lease %s before it ran low (%s): stopping", self.lease.uri, e)
+                        self.lost.set()
+                        return
+                    log.warning("renewing lease %s failed (%s); retrying", self.lease.uri, e)
+                    if self._stop.wait(self.lease.ttl_s / 10):
+                        return
 
     def __enter__(self) -> "_KeepAlive":
         self._thread.start()
@@ -113,7 +145,7 @@ class Watcher:
             if not getattr(cfg, name):
                 raise ValueError(f"--{name} is required")
         self.cfg = cfg
-        self.registry = Registry(cfg.registry)
+        self.registry = Registry(cfg.registry, fence=self._check_lease)  # every registry write checks the lease
         self.runner = runner or (InlineRunner(cfg.adapt_script) if cfg.inline else
                                  RayJobsRunner(cfg.ray_address, cfg.python, cfg.adapt_script, cfg.working_dir))
         self.lease = Lease(self.registry.lease_uri, cfg.lease_ttl, cfg.holder or None)
@@ -130,10 +162,17 @@ class Watcher:
         try:
             with _KeepAlive(self.lease) as self._keepalive:
                 arrivals: dict[str, list[ObjectInfo]] = {}
-                for o in list_incoming(self.cfg.incoming):
+                for o in list_incoming(self.cfg.incoming, self.cfg.settle_seconds):
                     arrivals.setdefault(o.domain, []).append(o)
                 for domain in sorted(set(arrivals) | set(self.registry.domains())):
-                    self._poll_domain(domain, arrivals.get(domain, []), report)
+                    self._check_lease()
+                    try:
+                        self._poll_domain(domain, arrivals.get(domain, []), report)
+                    except LeaseLost:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one domain's trouble must not stall the others
+                        log.exception("poll of domain %s failed", domain)
+                        report.errors[domain] = f"{type(e).__name__}: {e}"[:2000]
         finally:
             self._keepalive = None
             self.lease.release()
@@ -142,6 +181,7 @@ class Watcher:
     def _check_lease(self) -> None:
         if self._keepalive is not None and self._keepalive.lost.is_set():
             raise LeaseLost(f"lease {self.lease.uri} was lost mid-poll; stopping before the next write")
+        self.lease.fence()
 
     def _poll_domain(self, domain: str, objects: list[ObjectInfo], report: PollReport) -> None:
         versions = self.registry.versions(domain)
@@ -151,10 +191,22 @@ class Watcher:
         if any(v.status == "running" for v in versions):
             return  # one adaptation per domain at a time: the next one builds on its outcome
         consumed = {(k, e) for v in versions for k, e in v.consumed}
-        new = [o for o in objects if o.identity not in consumed]
+        consumed |= {(k, q["etag"]) for k, q in self.registry.quarantined(domain).items()}
+        new, rows, poison = [], [], {}
+        for o in objects:
+            if o.identity in consumed:
+                continue
+            try:
+                rows += arrival_rows(o, domain)
+                new.append(o)
+            except PoisonArrival as e:
+                poison[o.key] = {"etag": o.etag, "reason": str(e)}
+        if poison:
+            self.registry.quarantine(domain, poison)
+            report.quarantined.update({k: p["reason"] for k, p in poison.items()})
+            log.warning("quarantined %d arrivals of %s: %s", len(poison), domain, report.quarantined)
         if not new:
             return
-        rows = training_rows(new, domain)
         hours = probe_hours(rows) if self.cfg.min_new_hours > 0 else 0.0
         if len(rows) < self.cfg.min_new_clips or hours < self.cfg.min_new_hours:
             report.waiting[domain] = {"clips": len(rows), "hours": round(hours, 4)}
@@ -181,7 +233,7 @@ class Watcher:
         cfg = self.cfg
         version = Version(
             version=vid, domain=domain, parent=parent.version if parent else None, base=base,
-            consumed=[list(o.identity) for o in new], manifest=manifest, output=storage.join(vdir, "output"),
+            consumed=[list(o.identity) for o in new], manifest=manifest, output=self.registry.attempt_output(vid, 1),
             config={"max_steps": cfg.max_steps, "adapt_config": cfg.adapt_config, "evaluate": cfg.evaluate,
                     "max_forgetting": cfg.max_forgetting, "adaptability_tolerance": cfg.adaptability_tolerance},
             code_version=code_version(), job_id=f"sonar-adapt-{vid}-1")
@@ -219,6 +271,7 @@ class Watcher:
         elif status.state == "FAILED" and v.attempt < self.cfg.max_attempts:  # STOPPED: an operator's call
             v.attempt += 1
             v.job_id = f"sonar-adapt-{v.version}-{v.attempt}"
+            v.output = self.registry.attempt_output(v.version, v.attempt)
             v.set_status("running", f"attempt {v.attempt - 1} {status.state}: {status.message}"[:2000])
             self.registry.save(v)
             self.reconcile(v, report)  # the new attempt's id is unknown to the runner: submits it
@@ -249,7 +302,7 @@ class Watcher:
         if pointer.version == v.version:  # promoted before a crash; finish recording it
             self.registry.promote(v, "promotion resumed after a restart")
             return
-        if not {"adaptability", "forgetting"} <= set(v.metrics):
+        if not v.metrics:
             v.set_status("succeeded", "no adaptability/forgetting metrics: promote manually")
             self.registry.save(v)
             return
@@ -257,13 +310,21 @@ class Watcher:
             v.set_status("rejected", f"parent {v.parent} is no longer current ({pointer.version})")
             self.registry.save(v)
             return
-        parent_metrics = self.registry.get(v.parent).metrics if v.parent else {}
-        ok, reason = promotion_gate(v.metrics, parent_metrics, self.gate)
+        ok, reason = promotion_gate(v.metrics, self._root_prior(v), self.gate)
         if ok:
             self.registry.promote(v, reason)
         else:
             v.set_status("rejected", reason)
             self.registry.save(v)
+
+    def _root_prior(self, v: Version) -> float | None:
+        """The root checkpoint's prior-task score, as measured by the first version of v's lineage."""
+        if v.parent is None:
+            return None
+        first = self.registry.get(v.parent)
+        while first.parent is not None:
+            first = self.registry.get(first.parent)
+        return first.metrics.get("prior_base", math.nan)  # missing: the gate refuses
 
     # --- drivers ---
     def run(self) -> None:

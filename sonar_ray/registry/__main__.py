@@ -66,14 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "promote":
         lease = _locked(registry, args.lease_wait)
         try:
-            registry.promote(registry.get(args.version), args.reason)
+            Registry(args.registry, fence=lease.fence).promote(registry.get(args.version), args.reason)
         finally:
             lease.release()
         print(f"{args.version} is now the current model")
     elif args.command == "rollback":
         lease = _locked(registry, args.lease_wait)
         try:
-            restored = registry.rollback(args.domain, args.reason)
+            restored = Registry(args.registry, fence=lease.fence).rollback(args.domain, args.reason)
         finally:
             lease.release()
         print(f"{args.domain}: current model is now {restored or 'the root checkpoint'}")

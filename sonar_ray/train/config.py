@@ -85,17 +85,34 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
-        if self.max_steps < 1 or self.batch_size < 1 or self.num_workers < 1:
-            raise ValueError("max_steps, batch_size and num_workers must be >= 1")
+        at_least = {"max_steps": 1, "batch_size": 1, "num_workers": 1, "checkpoint_every": 1, "log_every": 1,
+                    "num_strata": 1, "num_codes": 1, "warmup_steps": 0, "max_failures": 0, "codebook_grow": 0}
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
+        for name in ("lr", "clip_seconds", "grad_clip", "cpus_per_worker", "gpus_per_worker"):
+            if not getattr(self, name) > 0:  # also rejects NaN
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
+        if not (self.lambda_tok >= 0 and self.lambda_model >= 0 and self.weight_decay >= 0):
+            raise ValueError("--lambda-tok, --lambda-model and --weight-decay must be >= 0")
         for name in ("distill_scope_tok", "distill_scope_model"):
             if getattr(self, name) not in DISTILL_SCOPES:
                 raise ValueError(f"{name} must be one of {DISTILL_SCOPES}, got {getattr(self, name)!r}")
-        if self.codebook_grow < 0 or self.codebook_max_codes < 1:
-            raise ValueError("codebook_grow must be >= 0 and codebook_max_codes >= 1")
+        if self.codebook_max_codes < 1:
+            raise ValueError(f"codebook_max_codes must be >= 1, got {self.codebook_max_codes}")
         if self.replay_max_oversample < 1.0:
             raise ValueError(f"replay_max_oversample must be >= 1, got {self.replay_max_oversample}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:
             raise ValueError(f"stop_after must be in [1, max_steps={self.max_steps}], got {self.stop_after}")
+        if self.effective_replay_ratio > 0:  # the sampler puts exactly round(ratio x batch) prior clips in a batch
+            prior = round(self.replay_ratio * self.batch_size)
+            if not 0 < prior < self.batch_size:
+                raise ValueError(
+                    f"--replay-ratio {self.replay_ratio} x --batch-size {self.batch_size} rounds to {prior} prior "
+                    f"clips per batch: {'no replay at all' if prior == 0 else 'no new-domain clip at all'}; "
+                    "change the ratio or the batch size")
 
     @property
     def end_step(self) -> int:

@@ -57,24 +57,56 @@ def completed_steps(output: str) -> int:
 
 
 class StreamFactory:
-    """Called by Ray Train each time its worker group starts: a restart resumes the stream
-    near the restored step instead of from the beginning (workers skip nothing, so the few
-    batches after the safe point may be seen twice, never skipped). The stream ends at `end_step`."""
+    """Worker `rank`'s own stream of batches rank, rank + W, ...; called by Ray Train each time its
+    worker group starts. A restart begins at the last safe step (progress.json, which may lag the
+    restored checkpoint by one) and the worker skips what its checkpoint already trained, so every
+    batch is trained exactly once. The stream ends at `end_step`."""
 
-    def __init__(self, data_cfg: DataConfig, output: str, num_workers: int, end_step: int,
+    def __init__(self, data_cfg: DataConfig, output: str, num_workers: int, rank: int, end_step: int,
                  prepared: PreparedData | None):
-        self.data_cfg, self.output, self.num_workers, self.prepared = data_cfg, output, num_workers, prepared
-        self.stop_batch = end_step * num_workers
+        self.data_cfg, self.output, self.num_workers, self.rank = data_cfg, output, num_workers, rank
+        self.prepared, self.stop_batch = prepared, end_step * num_workers
 
     def __call__(self):
         quiet_data_progress()
         start = _read_progress(self.output) * self.num_workers
         return build_train_dataset(self.data_cfg, start_batch=start, stop_batch=self.stop_batch,
-                                   prepared=self.prepared)
+                                   prepared=self.prepared, rank=self.rank, num_ranks=self.num_workers)
+
+
+def ingest_config():
+    """Each worker reads its own dataset whole, in order. Ray Train would otherwise split every
+    dataset dynamically and replace its execution options (preserve_order included) with the
+    driver's defaults, so which batch a worker trains would depend on timing."""
+    from ray.train import DataConfig as IngestConfig
+
+    options = IngestConfig.default_ingest_options()
+    options.preserve_order = True
+    return IngestConfig(datasets_to_split=[], execution_options=options)
+
+
+RUN_CONFIG = "run_config.json"
+# Settings --resume may change: they do not alter what the run computes.
+RESUMABLE = ("resume", "stop_after", "evaluate", "probes", "wandb", "wandb_project", "ray_address", "max_failures",
+             "log_every", "checkpoint_every", "cpus_per_worker", "gpus_per_worker")
+
+
+def check_resume(cfg: TrainConfig, output: str) -> None:
+    """--resume continues the recorded run only with the same settings; names every difference."""
+    uri = storage.join(output, RUN_CONFIG)
+    if not storage.exists(uri):
+        return  # a run from before configurations were recorded
+    recorded, now = json.loads(storage.read_bytes(uri)), to_dict(cfg)
+    changed = [f"--{k.replace('_', '-')} {recorded.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+               if k not in RESUMABLE and recorded.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"--resume: {output} holds a run with other settings ({'; '.join(changed)}); "
+                         "use the recorded settings or another --output")
 
 
 def check_inputs(cfg: TrainConfig, paths: dict) -> None:
-    """Fail before any worker starts: missing or incompatible starting model."""
+    """Fail before any worker starts: missing or incompatible starting model, missing probes."""
+    from sonar_ray.data.manifest import PROBE_MANIFEST
     from sonar_ray.models import beats
 
     if cfg.method != "scratch":
@@ -88,6 +120,8 @@ def check_inputs(cfg: TrainConfig, paths: dict) -> None:
     if cfg.method == "sonar" and cfg.lambda_tok > 0 and not paths.get("predictor"):
         raise ValueError("tokenizer-level distillation (lambda_tok > 0) needs the starting model's predictor.pt "
                          "beside --base; pass --lambda-tok 0 to train without it")
+    if cfg.evaluate and cfg.probes:  # else found only after training, when evaluation starts
+        storage.require_exists(storage.join(cfg.probes, PROBE_MANIFEST), "probe manifest (--probes)")
 
 
 def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedData | None = None) -> RunSummary:
@@ -102,8 +136,11 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     if existing and not cfg.resume:
         raise FileExistsError(f"{output} already holds run {name!r}: pass --resume to continue it, "
                               "or choose another --output")
-    if not existing:
+    if existing:
+        check_resume(cfg, output)
+    else:
         storage.write_bytes_atomic(storage.join(output, PROGRESS), b'{"safe_step": 0}')
+        storage.write_bytes_atomic(storage.join(output, RUN_CONFIG), json.dumps(to_dict(cfg), indent=2).encode())
     storage.makedirs(output)
     init_ray(cfg.ray_address)
 
@@ -131,7 +168,9 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"train": StreamFactory(data_cfg, output, cfg.num_workers, cfg.end_step, prepared)},
+        datasets={f"train_{r}": StreamFactory(data_cfg, output, cfg.num_workers, r, cfg.end_step, prepared)
+                  for r in range(cfg.num_workers)},
+        dataset_config=ingest_config(),
     )
     t0 = time.time()
     result = trainer.fit()

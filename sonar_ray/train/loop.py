@@ -260,6 +260,26 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     return total, logs, {"features": z[~patch_pad]}  # every clip's real patches, replayed prior included
 
 
+def finite_update(loss: torch.Tensor, params: list[nn.Parameter], optimizer, grad_clip: float,
+                  world: int) -> torch.Tensor | None:
+    """Backward, clip and step, unless the loss or the gradient norm is not finite: then nothing is
+    updated (a NaN step would poison every weight and every later checkpoint) and None is returned.
+    Workers decide together on the loss, since DDP's backward is a collective."""
+    finite = torch.isfinite(loss.detach()).float().reshape(1)
+    if world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    optimizer.zero_grad(set_to_none=True)
+    if not finite.item():
+        return None
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)  # same on every worker after DDP's all-reduce
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    return grad_norm
+
+
 def save_worker_checkpoint(dir_: Path, cfg: TrainConfig, models: Models, optimizer, scheduler,
                            step: int, metrics_file: Path) -> None:
     beats.save_checkpoint(models.student.encoder, str(dir_ / artifacts.MODEL))
@@ -306,8 +326,8 @@ def train_loop_per_worker(config: dict) -> None:
     if checkpoint is not None:
         torch.set_rng_state(state["rng"])
 
-    shard = ray.train.get_dataset_shard("train")
-    batches = iter_train_batches(shard)
+    # Worker `rank` has its own stream: step k trains batch k * world + rank, across restarts too.
+    batches = iter_train_batches(ray.train.get_dataset_shard(f"train_{rank}"), start_step * world + rank, world)
     grow_info = {}
     measure_usage = models.codebook is not None and recorded_usage(models.tokenizer.quantize) is None
     if models.codebook is not None and checkpoint is None and (measure_usage or cfg.codebook_grow > 0):
@@ -332,6 +352,7 @@ def train_loop_per_worker(config: dict) -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     step, t_last, samples, safe_step = start_step, time.time(), 0, start_step
+    nonfinite_steps = 0  # updates skipped for a non-finite loss / gradient (this worker group's lifetime)
     student.train()
     for batch in batches:
         if step >= cfg.end_step:
@@ -342,12 +363,16 @@ def train_loop_per_worker(config: dict) -> None:
 
         with autocast:
             loss, logs, aux = compute_losses(cfg, models, student, batch, generator, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(models.student.parameters(), cfg.grad_clip)
-        optimizer.step()
+        grad_norm = finite_update(loss, list(models.student.parameters()), optimizer, cfg.grad_clip, world)
         scheduler.step()
-        if models.codebook is not None and cfg.codebook_reanchor:
+        if grad_norm is None:
+            nonfinite_steps += 1
+            print(f"[step {step + 1}] non-finite loss or gradient: update skipped ({nonfinite_steps} so far)",
+                  flush=True)
+        else:
+            logs["grad_norm"] = grad_norm
+        logs["nonfinite_steps"] = torch.tensor(float(nonfinite_steps))
+        if grad_norm is not None and models.codebook is not None and cfg.codebook_reanchor:
             with torch.no_grad():  # usage over every clip of the global batch; rank 0's moves win
                 info = models.codebook.step(models.tokenizer.quantize.embedding, aux["features"], reduce=summed)
                 broadcast_(models.tokenizer.quantize.embedding.weight.data)

@@ -1,12 +1,13 @@
 """Decode: formats, downmix, resampling, crop/pad, and every reason a file is rejected."""
 
 import io
+import struct
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
+from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length, scan
 
 
 def encode(x, rate, fmt="WAV", subtype="PCM_16") -> bytes:
@@ -51,11 +52,37 @@ def test_fit_length_crops_and_pads():
     assert n == 16 and len(clip) == 16
 
 
+def flac_claiming_49_days() -> bytes:
+    """A real 1 s FLAC whose STREAMINFO says 2^36-1 samples (49.7 days at 16 kHz, 256 GiB as float32)."""
+    data = bytearray(encode(sine(440, 16_000, 1.0), 16_000, "FLAC"))
+    word = int.from_bytes(data[18:26], "big") | (2 ** 36 - 1)  # rate(20) ch(3) bps(5) total samples(36)
+    data[18:26] = word.to_bytes(8, "big")
+    return bytes(data)
+
+
+def wav_at_1_hz() -> bytes:
+    data = bytearray(encode(sine(440, 16_000, 1.0), 16_000))
+    data[24:32] = struct.pack("<II", 1, 2)  # fmt chunk: sample rate, byte rate
+    return bytes(data)
+
+
+def streaming_wav(x) -> bytes:
+    """A WAV as a streaming writer leaves it: RIFF and data sizes 0xFFFFFFFF (length unknown)."""
+    data = bytearray(encode(x, 16_000))
+    data[4:8] = struct.pack("<I", 0xFFFFFFFF)
+    pos = data.find(b"data")
+    data[pos + 4:pos + 8] = struct.pack("<I", 0xFFFFFFFF)
+    return bytes(data)
+
+
 def bad_inputs():
     good = encode(sine(440, 16_000, 1.0), 16_000)
     nan = sine(440, 16_000, 1.0)
     nan[100] = np.nan
     return {
+        "bad_rate": wav_at_1_hz(),
+        "too_long": flac_claiming_49_days(),
+        "too_loud": encode(sine(440, 16_000, 1.0, amp=1e30), 16_000, "WAV", "FLOAT"),
         "empty": b"",
         "not_audio": b"just some text, not a RIFF header\n" * 20,
         "truncated": good[: len(good) // 2],
@@ -66,10 +93,41 @@ def bad_inputs():
 
 
 @pytest.mark.parametrize("reason", list(bad_inputs()))
-def test_bad_inputs_raise_their_reason(reason):
+@pytest.mark.parametrize("read", [decode, scan])
+def test_bad_inputs_raise_their_reason(reason, read):
     with pytest.raises(BadAudio) as e:
-        decode(bad_inputs()[reason], min_seconds=0.1)
+        read(bad_inputs()[reason], min_seconds=0.1, max_seconds=3600.0)
     assert e.value.reason == reason
+
+
+def test_streaming_wav_with_unknown_size_is_accepted():
+    x = sine(440, 16_000, 1.0)
+    for read in (decode, scan):
+        d = read(streaming_wav(x), keep_seconds=1.0) if read is scan else read(streaming_wav(x))
+        assert abs(d.duration - 1.0) < 1e-3 and np.allclose(d.wave, x, atol=1e-4)
+
+
+class CountingFile(io.BytesIO):
+    """A seekable file that counts the bytes read from it."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.bytes_read = 0
+
+    def read(self, n=-1):
+        out = super().read(n)
+        self.bytes_read += len(out)
+        return out
+
+
+def test_a_crop_reads_only_its_frames_and_a_scan_keeps_only_the_head():
+    data = encode(np.random.default_rng(0).uniform(-0.5, 0.5, (60 * 16_000, 2)).astype(np.float32), 16_000)
+    f = CountingFile(data)
+    d = decode(f, start=30.0, seconds=1.0)
+    assert len(d.wave) == SAMPLE_RATE and d.duration == 60.0
+    assert f.bytes_read < len(data) / 20  # one second of sixty, plus headers
+    head = scan(CountingFile(data), keep_seconds=2.0)
+    assert len(head.wave) == 2 * SAMPLE_RATE and head.duration == 60.0
 
 
 def test_truncated_flac_is_reported_as_truncated():

@@ -57,6 +57,15 @@ def test_batches_follow_the_contract_and_resume_reproduces_the_stream(s3_server,
         assert torch.equal(a["fbank"], b["fbank"])
 
 
+def test_a_worker_stream_skips_what_its_checkpoint_trained_and_refuses_a_gap(s3_server, ray_local, stream_cfg):
+    prepared = prepare_data(stream_cfg)
+    rank1 = build_train_dataset(stream_cfg, prepared=prepared, rank=1, num_ranks=2)  # batches 1, 3, 5
+    # restored at step 1 of 2 workers: worker 1's next batch is 3; the stream began earlier (progress lag)
+    assert [b["batch_index"] for b in iter_train_batches(rank1.iterator(), first_index=3, stride=2)] == [3, 5]
+    with pytest.raises(RuntimeError, match="expected batch 2, got 3"):
+        list(iter_train_batches(rank1.iterator(), first_index=2, stride=2))
+
+
 def test_streaming_split_keeps_the_exact_ratio_in_every_batch_of_every_shard(s3_server, ray_local, stream_cfg):
     shards = build_train_dataset(dataclasses.replace(stream_cfg, replay_ratio=0.5)).streaming_split(2, equal=True)
     seen: dict[int, list] = {0: [], 1: []}

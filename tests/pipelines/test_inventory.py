@@ -46,6 +46,24 @@ def test_local_temp_files_and_hidden_folders_are_skipped(tmp_path):
     assert [o.key for o in list_incoming(str(tmp_path))] == ["birds/ok.wav"]
 
 
+def test_a_local_file_still_being_copied_waits_until_it_settles(tmp_path):
+    import os
+    import time
+
+    target = tmp_path / "birds" / "long.wav"
+    target.parent.mkdir()
+    with target.open("wb") as f:
+        f.write(clip_bytes(0)[:1000])  # a copy in progress
+        f.flush()
+        assert list_incoming(str(tmp_path), settle_seconds=30) == []
+        f.write(clip_bytes(0)[1000:])
+    assert list_incoming(str(tmp_path), settle_seconds=30) == []
+    past = time.time() - 60
+    os.utime(target, (past, past))  # untouched for a minute: the copy is done
+    (found,) = list_incoming(str(tmp_path), settle_seconds=30)
+    assert found.key == "birds/long.wav" and found.size == len(clip_bytes(0))
+
+
 def test_arriving_manifest_expands_to_rows_relative_to_its_folder(root):
     incoming = storage.join(root, "incoming")
     upload(storage.join(root, "archive"), "birds", ["x.wav"])

@@ -16,16 +16,47 @@ from watch_helpers import upload
 GATE = GateConfig(max_forgetting=0.05, adaptability_tolerance=0.01)
 
 
-@pytest.mark.parametrize("metrics,parent,ok,why", [
-    ({"forgetting": 0.02, "adaptability": 0.6}, {"adaptability": 0.6}, True, "not worse"),
-    ({"forgetting": 0.02, "adaptability": 0.595}, {"adaptability": 0.6}, True, "not worse"),
-    ({"forgetting": 0.08, "adaptability": 0.9}, {"adaptability": 0.6}, False, "max_forgetting"),
-    ({"forgetting": 0.0, "adaptability": 0.5}, {"adaptability": 0.6}, False, "parent's"),
-    ({"forgetting": 0.0, "adaptability": 0.1}, {}, True, "not worse"),  # root parent: no adaptability to beat
+def _m(forgetting=0.0, adaptability=0.6, base=0.6, prior_adapted=0.6):
+    return {"forgetting": forgetting, "adaptability": adaptability, "adaptability_base": base,
+            "prior_adapted": prior_adapted}
+
+
+@pytest.mark.parametrize("metrics,root_prior,ok,why", [
+    (_m(0.02), None, True, "not worse"),
+    (_m(0.02, 0.595), 0.62, True, "not worse"),
+    (_m(0.08, 0.9), None, False, "max_forgetting"),
+    (_m(0.0, 0.5), None, False, "its base's"),
+    (_m(0.0, 0.30, base=0.60), None, False, "its base's"),  # a first version, against the root checkpoint
+    (_m(0.04, prior_adapted=0.52), 0.60, False, "against the root"),  # each step small, the sum not
+    (_m(float("nan")), None, False, "non-finite"),
+    (_m(0.0, float("nan")), None, False, "non-finite"),
+    ({"forgetting": 0.0, "adaptability": 0.6}, None, False, "missing"),
+    (_m(0.0), float("nan"), False, "non-finite"),
 ])
-def test_promotion_gate(metrics, parent, ok, why):
-    passed, reason = promotion_gate(metrics, parent, GATE)
+def test_promotion_gate(metrics, root_prior, ok, why):
+    passed, reason = promotion_gate(metrics, root_prior, GATE)
     assert passed is ok and why in reason
+
+
+def test_the_gate_bounds_forgetting_against_the_root_over_promotions(watch_cfg, monkeypatch):
+    registry = Registry(watch_cfg.registry)
+    steps = [{"forgetting": 0.04, "prior_base": 0.60, "prior_adapted": 0.56},   # 0.04 <= 0.05: promoted
+             {"forgetting": 0.04, "prior_base": 0.56, "prior_adapted": 0.52}]   # 0.04 again, 0.08 from the root
+    for i, metrics in enumerate(steps):
+        monkeypatch.setenv("SONAR_STANDIN_METRICS", json.dumps(metrics))
+        upload(watch_cfg.incoming, "birds", [f"{i}.wav"], seed=i)
+        Watcher(watch_cfg).poll()
+    v1, v2 = registry.versions("birds")
+    assert v1.status == "promoted" and v2.status == "rejected" and "against the root 0.08" in v2.reason
+    assert registry.pointer("birds").version == v1.version
+
+
+def test_a_first_version_worse_than_the_root_is_not_promoted(watch_cfg, monkeypatch):
+    monkeypatch.setenv("SONAR_STANDIN_METRICS", json.dumps({"adaptability": 0.30, "adaptability_base": 0.60}))
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    Watcher(watch_cfg).poll()
+    (v,) = Registry(watch_cfg.registry).versions("birds")
+    assert v.status == "rejected" and "its base's 0.6000" in v.reason
 
 
 def test_version_id_is_deterministic_in_the_object_set():

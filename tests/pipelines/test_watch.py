@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from pathlib import Path
 
 from sonar_ray import storage
 from sonar_ray.pipelines.inventory import list_incoming, training_rows
@@ -77,9 +78,11 @@ def test_rollback_restores_the_previous_version(watch_cfg):
 def test_restart_between_recording_and_submitting_runs_the_version_once(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
     crashed = Watcher(watch_cfg)
+    assert crashed.lease.acquire()
     objects = list_incoming(watch_cfg.incoming)
     planned = crashed.reserve("birds", objects, training_rows(objects, "birds"))
-    # ... the process dies here: the record exists, nothing was submitted.
+    # ... the process dies here: the record exists, nothing was submitted; its lease runs out.
+    crashed.lease.release()
     registry = Registry(watch_cfg.registry)
     assert registry.get(planned.version).status == "running"
     report = Watcher(watch_cfg).poll()
@@ -127,13 +130,47 @@ def test_failed_adaptation_is_retried_up_to_the_limit_then_reported(watch_cfg):
     assert Watcher(broken).poll().started == []  # reported, not retried forever
 
 
+def test_a_retry_after_a_started_run_failed_gets_a_fresh_attempt_and_succeeds(watch_cfg, tmp_path, monkeypatch):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    monkeypatch.setenv("SONAR_STANDIN_FAIL_ONCE", str(tmp_path / "failed-once"))
+    report = Watcher(dataclasses.replace(watch_cfg, max_attempts=2)).poll()
+    (v,) = Registry(watch_cfg.registry).versions("birds")
+    assert v.status == "promoted" and v.attempt == 2 and report.finished == {v.version: "promoted"}
+    assert v.output.endswith("/output-2") and v.checkpoint == storage.join(v.output, "model.pt")
+    assert storage.exists(storage.join(Registry(watch_cfg.registry).version_dir(v.version), "output", "ray", "started"))
+
+
+def test_poison_arrivals_are_quarantined_and_reported_while_every_domain_proceeds(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    upload(watch_cfg.incoming, "frogs", ["b.wav"], seed=1)
+    upload(watch_cfg.incoming, "bats", ["c.aiff"], seed=2)
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "batch.jsonl"), b'{"path": "a.wav"}\n{oops\n')
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "frogs", "rows.jsonl"), b'{"label": "no path"}\n')
+    poison = {"birds/batch.jsonl": "line 2 is not JSON", "frogs/rows.jsonl": "line 1 has no 'path'"}
+    if not storage.is_remote(watch_cfg.incoming):
+        Path(watch_cfg.incoming, "bats", "gone.wav").symlink_to("nowhere.wav")
+        poison["bats/gone.wav"] = "unreadable link"
+    report = Watcher(watch_cfg).poll()
+    registry = Registry(watch_cfg.registry)
+    assert set(report.quarantined) == set(poison) and not report.errors
+    assert all(why in report.quarantined[key] for key, why in poison.items())
+    for domain, clip in (("birds", "a.wav"), ("frogs", "b.wav"), ("bats", "c.aiff")):
+        (v,) = registry.versions(domain)
+        assert v.status == "promoted" and [k for k, _ in v.consumed] == [f"{domain}/{clip}"]
+    again = Watcher(watch_cfg).poll()
+    assert again.started == [] and again.quarantined == {}  # recorded once, not re-planned
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "frogs", "rows.jsonl"), b'{"path": "b.wav"}\n')
+    assert len(Watcher(watch_cfg).poll().started) == 1  # a fixed re-upload is planned
+
+
 def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "broken.wav"), b"RIFF not really")
+    storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "phone.m4a"), b"\0\0\0\x18ftypM4A ")
     Watcher(watch_cfg).poll()
     (v,) = Registry(watch_cfg.registry).versions("birds")
-    assert v.status == "promoted" and len(v.consumed) == 2
-    assert [b["path"].rsplit("/", 1)[-1] for b in v.bad_inputs] == ["broken.wav"]
+    assert v.status == "promoted" and len(v.consumed) == 3  # an .m4a arrival is reported, not ignored
+    assert [b["path"].rsplit("/", 1)[-1] for b in v.bad_inputs] == ["broken.wav", "phone.m4a"]
 
 
 def test_thresholds_hold_arrivals_back_until_enough_data(watch_cfg):

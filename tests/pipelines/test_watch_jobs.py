@@ -63,6 +63,13 @@ def test_watcher_killed_after_submission_resumes_without_a_duplicate(s3_bucket, 
     assert again.returncode == 0 and _reports(again.stdout)[-1]["started"] == []
     assert _adapt_jobs(dashboard) == [f"sonar-adapt-{vid}-1"]
 
+    # A restarted head lists no jobs: the finished run is still recognised from its outputs.
+    from sonar_ray.pipelines.runner import RayJobsRunner
+
+    output = Registry(f"{s3_bucket}/registry/").get(vid).output
+    forgotten = RayJobsRunner(dashboard, sys.executable, STANDIN).status(f"sonar-adapt-{vid}-forgotten", output)
+    assert forgotten is not None and forgotten.state == "SUCCEEDED"
+
 
 @pytest.mark.slow
 def test_real_adaptation_job_creates_a_promoted_version(s3_bucket, ray_head, tmp_path):

@@ -11,8 +11,8 @@ from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import kmeans_init
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.loop import (Models, build_models, compute_losses, normalize_fbank, save_worker_checkpoint,
-                                  survey_codebook)
+from sonar_ray.train.loop import (Models, build_models, compute_losses, finite_update, normalize_fbank,
+                                  save_worker_checkpoint, survey_codebook)
 from sonar_ray.objectives.codebook import OnlineCodebook, assign, recorded_usage
 from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 
