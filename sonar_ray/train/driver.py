@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonar_ray import storage
+from sonar_ray import progress, storage
 from sonar_ray.cluster import init_ray, quiet_data_progress
 from sonar_ray.config import to_dict
 from sonar_ray.data import DataConfig, PreparedData, build_train_dataset
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
+from sonar_ray.train.metrics import wandb_run_id
 
 
 @dataclass
@@ -105,7 +106,8 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     log_dir = output if not storage.is_remote(output) else tempfile.mkdtemp(prefix="sonar-logs-")
     fault_marker = storage.join(log_dir, ".injected_failure")
     loop_config = {
-        "train": to_dict(cfg), "paths": paths, "run_name": name, "log_dir": log_dir, "output": output,
+        "train": to_dict(cfg), "paths": paths, "log_dir": log_dir, "output": output,
+        "run_name": wandb_run_id(output, name, resume=existing),  # a fresh id unless continuing this run
         "threads_per_worker": max(1, int(cfg.cpus_per_worker)) if not cfg.use_gpu else 4,
         "fail_at_step": int(os.environ.get("SONAR_INJECT_FAILURE_AT_STEP", -1)), "fault_marker": fault_marker,
     }
@@ -114,6 +116,7 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
         storage_fs, storage_path = storage.pyarrow_filesystem(ray_dir)
     else:
         storage_path = str(Path(ray_dir).resolve())
+    bar = progress.TrainProgress(f"fit {name}", total=cfg.end_step, initial=_read_progress(output))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -121,11 +124,12 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
                                      resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=[bar.callback]),
         datasets={"train": StreamFactory(data_cfg, output, cfg.num_workers, cfg.end_step, prepared)},
     )
     t0 = time.time()
-    result = trainer.fit()
+    with bar:
+        result = trainer.fit()
     wall = time.time() - t0
     if result.checkpoint is None:
         raise RuntimeError(f"run {name!r} finished without a checkpoint: {result.error}")
