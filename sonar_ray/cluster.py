@@ -22,7 +22,7 @@ def quiet_data_progress() -> None:
 
 
 DRIVER_LOG = "sonar-driver.log"  # Ray's driver-side messages, beside the workers' logs of the session
-RAY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "py.warnings")
+RAY_LOGGERS = ("ray", "ray.data", "py.warnings")  # ray.train, ray.tune, ... propagate to "ray"; ray.data does not
 
 
 def verbose() -> bool:
@@ -59,8 +59,11 @@ def _route_ray_logging() -> _DriverLog:
     handler = _DriverLog()
     for name in RAY_LOGGERS:
         logger = logging.getLogger(name)
-        for h in logger.handlers:
-            h.setLevel(logging.ERROR)
+        for h in list(logger.handlers):
+            if isinstance(h, _DriverLog):  # an earlier session's (ray.shutdown, then init_ray again)
+                logger.removeHandler(h)
+            else:
+                h.setLevel(logging.ERROR)
         logger.addHandler(handler)
     return handler
 
