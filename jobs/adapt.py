@@ -67,14 +67,16 @@ def main(argv: list[str] | None = None) -> dict:
 def print_summary(s: dict) -> None:
     """The run in a short table: probe scores base vs adapted, then compute, losses, data, outputs."""
     cfg, first, last, m = s["config"], s["first_metrics"], s["final_metrics"], s["metrics"]
-    rows = [("", "base", "adapted", "change")]
+    rows = []
     if m:
-        rows += [(f"{cfg['domain']} (adaptability)", f"{m['adaptability_base']:.3f}", f"{m['adaptability']:.3f}",
+        rows += [("probes", "base", "adapted", "change"),
+                 (f"{cfg['domain']} (adaptability)", f"{m['adaptability_base']:.3f}", f"{m['adaptability']:.3f}",
                   f"{m['adaptability'] - m['adaptability_base']:+.3f}"),
                  ("prior tasks", f"{m['prior_base']:.3f}", f"{m['prior_adapted']:.3f}",
                   f"{m['prior_adapted'] - m['prior_base']:+.3f}  (forgetting {m['forgetting']:+.3f}, "
                   f"relative {m['forgetting_relative']:+.1%})")]
-    rows += [(k, f"{first[k]:.3f}", f"{last[k]:.3f}", f"{last[k] - first[k]:+.3f}  (first -> last step)")
+    rows += [("losses", "first step", "last step", "change")]
+    rows += [(k, f"{first[k]:.3f}", f"{last[k]:.3f}", f"{last[k] - first[k]:+.3f}")
              for k in ("loss_mlm", "loss_tok", "loss_model") if k in last and k in first]
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["", f"== {cfg['method']} adaptation to {cfg['domain']!r} " + "=" * 40]

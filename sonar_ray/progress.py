@@ -2,7 +2,7 @@
 
 Bars are tqdm bars on stderr. On an interactive terminal they refresh twice a second; on a log
 (a file, `ray job submit`, CI, pytest) at most every LOG_INTERVAL_S seconds, so a stage costs one
-line plus a few carriage-return updates. SONAR_NO_PROGRESS=1 hides them.
+line plus a few carriage-return updates. tqdm's own TQDM_DISABLE=1 hides them (the container image sets it).
 
 A Ray Train run reports on its workers; `TrainProgress` carries those reports to the driver's bar:
 a UserCallback on the Train controller posts the rank-0 metrics to a tiny actor the driver polls.
@@ -10,7 +10,6 @@ a UserCallback on the Train controller posts the rank-0 metrics to a tiny actor 
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from typing import Iterable
@@ -27,7 +26,7 @@ def bar(iterable: Iterable | None = None, *, desc: str, total: int | None = None
     interactive = sys.stderr.isatty()
     return tqdm(iterable, desc=desc, total=total, unit=unit, initial=initial, file=sys.stderr,
                 mininterval=0.5 if interactive else LOG_INTERVAL_S, dynamic_ncols=interactive,
-                ncols=None if interactive else 100, disable=bool(os.environ.get("SONAR_NO_PROGRESS")))
+                ncols=None if interactive else 100)
 
 
 def to_pandas(ds, *, total: int, desc: str, unit: str = "file"):
