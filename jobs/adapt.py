@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sonar_ray import storage
+from sonar_ray.cluster import init_ray
 from sonar_ray.config import parse_cli, run_job, to_dict
 from sonar_ray.data import prepare_data, write_bad_input_report
 from sonar_ray.train import inputs
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, paths = inputs.resolve(parse_cli(TrainConfig, argv, description=__doc__))
     print(f"[adapt] {cfg.method} on {cfg.domain!r}: base={cfg.base} -> {cfg.output}", flush=True)
     check_inputs(cfg, paths)  # fail on a missing / incompatible starting model before any work
+    init_ray(cfg.ray_address)  # before Ray Data starts one of its own (which would let Ray's logs onto the console)
 
     # --- data: inspect every file once (cached), report what was skipped
     data_cfg = inputs.data_config(cfg)
@@ -63,20 +65,27 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_summary(s: dict) -> None:
-    first, last = s["first_metrics"], s["final_metrics"]
-    lines = [
-        "", f"== {s['config']['method']} adaptation to {s['config']['domain']!r} " + "=" * 30,
-        f"steps {s['steps']}  samples {s['samples_seen']}  train wall {s['wall_seconds']}s  total {s['total_seconds']}s",
-        "loss    " + "  ".join(f"{k}: {first.get(k, float('nan')):.3f} -> {last.get(k, float('nan')):.3f}"
-                               for k in ("loss_mlm", "loss_tok", "loss_model") if k in last),
-        f"data    {s['data']['new_clips']} new + {s['data']['prior_clips']} prior clips, skipped {s['data']['skipped']}",
-    ]
-    m = s["metrics"]
+    """The run in a short table: probe scores base vs adapted, then compute, losses, data, outputs."""
+    cfg, first, last, m = s["config"], s["first_metrics"], s["final_metrics"], s["metrics"]
+    rows = []
     if m:
-        lines += [f"adaptability ({s['config']['domain']}): base {m['adaptability_base']:.3f} -> adapted {m['adaptability']:.3f}",
-                  f"prior tasks: base {m['prior_base']:.3f} -> adapted {m['prior_adapted']:.3f} "
-                  f"(forgetting {m['forgetting']:+.3f}, relative {m['forgetting_relative']:+.1%})"]
-    lines += [f"outputs: {s['output']}  (model.pt, tokenizer.pt, predictor.pt, summary.json, metrics.jsonl, bad_inputs.json)", ""]
+        rows += [("probes", "base", "adapted", "change"),
+                 (f"{cfg['domain']} (adaptability)", f"{m['adaptability_base']:.3f}", f"{m['adaptability']:.3f}",
+                  f"{m['adaptability'] - m['adaptability_base']:+.3f}"),
+                 ("prior tasks", f"{m['prior_base']:.3f}", f"{m['prior_adapted']:.3f}",
+                  f"{m['prior_adapted'] - m['prior_base']:+.3f}  (forgetting {m['forgetting']:+.3f}, "
+                  f"relative {m['forgetting_relative']:+.1%})")]
+    rows += [("losses", "first step", "last step", "change")]
+    rows += [(k, f"{first[k]:.3f}", f"{last[k]:.3f}", f"{last[k] - first[k]:+.3f}")
+             for k in ("loss_mlm", "loss_tok", "loss_model") if k in last and k in first]
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["", f"== {cfg['method']} adaptation to {cfg['domain']!r} " + "=" * 40]
+    lines += [f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:>{width[2]}}  {r[3]}".rstrip() for r in rows]
+    lines += [f"steps {s['steps']} ({s['samples_seen']} clips), train {s['wall_seconds']:.0f} s, "
+              f"total {s['total_seconds']:.0f} s; data {s['data']['new_clips']} new + {s['data']['prior_clips']} "
+              f"prior clips, skipped {s['data']['skipped'] or 'none'}",
+              f"outputs: {s['output']} (model.pt, tokenizer.pt, predictor.pt, summary.json, metrics.jsonl, "
+              "bad_inputs.json)", ""]
     print("\n".join(lines), flush=True)
 
 

@@ -56,7 +56,7 @@ def parse_models(specs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
     # config
-    cfg = config.parse_cli(EvaluateConfig, argv)
+    cfg = config.parse_cli(EvaluateConfig, argv, description=__doc__)
     models = parse_models(cfg.models)
     domain = cfg.domain or None
     if domain and cfg.base not in models:

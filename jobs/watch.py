@@ -16,7 +16,7 @@ from sonar_ray.pipelines.watch import WatchConfig, Watcher
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_cli(WatchConfig, argv)
+    cfg = parse_cli(WatchConfig, argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Watcher(cfg).run()
 

@@ -2,15 +2,19 @@
 
 Every job declares one flat dataclass; `parse_cli(Config)` turns each field into a
 `--field-name` flag of the field's type, and `--config FILE` (JSON or YAML) loads a base.
-Unknown keys and wrong types are errors, never silently ignored.
+Unknown keys and wrong types are errors, never silently ignored. A flag's help is the field's
+`metadata["help"]`, else the comment on the field's line (`name: int = 3  # what it does`), so the
+comment per knob is its one home; `--help` shows the job's docstring (usage examples) verbatim.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -100,18 +104,34 @@ def _flag_type(tp: Any):
     return tp
 
 
+_FIELD_COMMENT = re.compile(r"\s+(\w+)\s*:[^#]*#\s*(.+)$")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> help text: `metadata["help"]`, else the comment on the field's line ("" if none)."""
+    try:
+        comments = {}
+        for line in inspect.getsource(cls).splitlines():
+            m = _FIELD_COMMENT.match(line)
+            if m:
+                comments.setdefault(m.group(1), m.group(2).strip())
+    except (OSError, TypeError):  # no source (e.g. a class built at runtime)
+        comments = {}
+    return {f.name: f.metadata.get("help") or comments.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description or cls.__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON/YAML file with a base config (CLI flags override it)")
-    hints = _hints(cls)
+    hints, helps = _hints(cls), field_help(cls)
     for f in dataclasses.fields(cls):
         tp, optional = _unwrap_optional(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_text = f.metadata.get("help", "")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default!r})"}
+        help_text = f"{helps[f.name]} (default: {default!r})".replace("%", "%%")  # argparse %-formats help
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):

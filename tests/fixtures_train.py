@@ -34,3 +34,17 @@ def tiny_base(tiny_corpus, tmp_path_factory, ray_local) -> str:
     files = pretrain(cfg)
     assert Path(files["model.pt"]).exists()
     return files["model.pt"]
+
+
+# What Ray prints on its own when its logs reach the console: controller chatter, every worker line
+# (twice with 2 workers), report reprs, Ray Data's per-dataset banners.
+RAY_NOISE = ("PlacementGroupCleaner", "Failed to query Ray Train Controller", "TrainingReport(", "(RayTrainWorker pid=",
+             "(TrainController pid=", "(SplitCoordinator pid=", "Execution plan of Dataset", "Token authentication")
+
+
+def assert_readable_console(text: str, max_lines: int = 40) -> None:
+    """A job's console: no Ray noise, at most `max_lines` lines (a progress bar's updates share its line)."""
+    noise = [marker for marker in RAY_NOISE if marker in text]
+    assert not noise, f"Ray noise on the console: {noise}\n{text[-3000:]}"
+    lines = text.count("\n")
+    assert lines <= max_lines, f"{lines} console lines:\n{text}"

@@ -20,7 +20,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from sonar_ray import storage
+from sonar_ray import progress, storage
+from sonar_ray.cluster import init_ray
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, fit_length, scan
 from sonar_ray.data.fetch import read_audio
 
@@ -128,13 +129,14 @@ def inspect_files(df: pd.DataFrame, cache_dir: str, *, clip_seconds: float, min_
     if storage.exists(cache_uri):
         found = pd.read_parquet(io.BytesIO(storage.read_bytes(cache_uri)))
     else:
+        init_ray()  # joins the job's cluster, or starts a local one with Ray's logs kept off the console
         ds = ray.data.from_items([{"uri": u} for u in df["uri"]])
         ds = ds.map_batches(ClipInspector, batch_size=16, compute=ray.data.ActorPoolStrategy(size=concurrency),
                             fn_constructor_kwargs=dict(
             clip_seconds=clip_seconds, min_seconds=min_seconds, max_seconds=max_seconds, embed=embed,
             model_uri=model_uri))
         buf = io.BytesIO()
-        ds.to_pandas().to_parquet(buf, index=False)
+        progress.to_pandas(ds, total=len(df), desc="inspect").to_parquet(buf, index=False)
         found = pd.read_parquet(io.BytesIO(buf.getvalue()))  # same dtypes as a cache hit
         try:
             storage.write_bytes_atomic(cache_uri, buf.getvalue())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from sonar_ray import storage
+from sonar_ray import progress, storage
 from sonar_ray.data.manifest import PROBE_MANIFEST, TRAIN_MANIFEST
 from sonar_ray.demo.domains import DOMAINS, TASKS, synthesize
 
@@ -152,7 +152,7 @@ def generate_corpus(out: str, scale: str = "tiny", seed: int = 0, workers: int |
     else:
         pool, results = None, map(render, specs)
     try:
-        for path, data, row in results:
+        for path, data, row in progress.bar(results, desc="corpus", total=len(specs), unit="file"):
             writer.add(path, data)
             (probe_rows if "task" in row else train_rows).append(row)
     finally:

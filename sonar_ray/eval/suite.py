@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sonar_ray import progress
 from sonar_ray.eval.cache import DEFAULT_CACHE_DIR, EmbeddingCache, cache_key, checkpoint_digest
 from sonar_ray.eval.embeddings import ClipEmbedder, EmbeddingSpec, embed_clips
 from sonar_ray.eval.metrics import adaptation_summary
@@ -25,7 +26,7 @@ def _score_model(name: str, checkpoint: str, tasks: list[ProbeTask], spec: Embed
     digest = checkpoint_digest(checkpoint)
     embedder = None  # loaded on the first cache miss only
     rows = []
-    for task in tasks:
+    for task in progress.bar(tasks, desc=f"evaluate {name}", unit="task"):
         uris = list(task.rows["uri"])
         key = cache_key(digest, spec.cache_fields(), uris)
         hit = cache.get(key)

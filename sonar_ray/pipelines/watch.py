@@ -43,7 +43,7 @@ class WatchConfig:
     ray_address: str = ""        # Jobs API address; "" = $RAY_ADDRESS or http://127.0.0.1:8265
     inline: bool = False         # run adaptations in this process instead of as Ray jobs
     python: str = "python"       # interpreter on the cluster that runs the adaptation job
-    adapt_script: str = "jobs/adapt.py"
+    adapt_script: str = "jobs/adapt.py"  # the adaptation job, relative to working_dir on the cluster
     working_dir: str = ""        # shipped as the job's runtime_env working_dir when set
     adapt_config: str = ""       # --config FILE for the adaptation ("" = its defaults)
     max_steps: int = 0           # --max-steps for the adaptation (0 = its default)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonar_ray import storage
+from sonar_ray import progress, storage
 from sonar_ray.cluster import init_ray, quiet_data_progress
 from sonar_ray.config import to_dict
 from sonar_ray.data import DataConfig, PreparedData, build_train_dataset, prepare_data
@@ -22,6 +22,7 @@ from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.health import HoldOut, split_holdout
 from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
+from sonar_ray.train.metrics import wandb_run_id
 
 
 @dataclass
@@ -147,7 +148,8 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     log_dir = output if not storage.is_remote(output) else tempfile.mkdtemp(prefix="sonar-logs-")
     fault_marker = storage.join(log_dir, ".injected_failure")
     loop_config = {
-        "train": to_dict(cfg), "paths": paths, "run_name": name, "log_dir": log_dir, "output": output,
+        "train": to_dict(cfg), "paths": paths, "log_dir": log_dir, "output": output,
+        "run_name": wandb_run_id(output, name, resume=existing),  # a fresh id unless continuing this run
         "threads_per_worker": max(1, int(cfg.cpus_per_worker)) if not cfg.use_gpu else 4,
         "fail_at_step": int(os.environ.get("SONAR_INJECT_FAILURE_AT_STEP", -1)), "fault_marker": fault_marker,
     }
@@ -160,6 +162,7 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
         storage_fs, storage_path = storage.pyarrow_filesystem(ray_dir)
     else:
         storage_path = str(Path(ray_dir).resolve())
+    bar = progress.TrainProgress(f"fit {name}", total=cfg.end_step, initial=_read_progress(output))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -167,13 +170,14 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
                                      resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=[bar.callback]),
         datasets={f"train_{r}": StreamFactory(data_cfg, output, cfg.num_workers, r, cfg.end_step, prepared)
                   for r in range(cfg.num_workers)},
         dataset_config=ingest_config(),
     )
     t0 = time.time()
-    result = trainer.fit()
+    with bar:
+        result = trainer.fit()
     wall = time.time() - t0
     if result.checkpoint is None:
         raise RuntimeError(f"run {name!r} finished without a checkpoint: {result.error}")

@@ -1,14 +1,36 @@
-"""Rank-0 metric sinks: a JSON-lines file we own, wandb (offline unless told otherwise), a log line with ETA."""
+"""Rank-0 metric sinks: a JSON-lines file we own, wandb (offline unless told otherwise), a log line with ETA.
+
+Each run gets its own wandb run id, kept in its output folder: a fresh run (a new --output, another
+seed, each trial of a sweep) never merges into an earlier W&B run, and only the same run continued
+(--resume, or a restart after a failure) logs to the same one again.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
+from sonar_ray import storage
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def wandb_run_id(output: str, prefix: str, *, resume: bool) -> str:
+    """A new id `<prefix>-<8 hex>` for a fresh run, stored in `output`; the stored one on resume."""
+    uri = storage.join(output, WANDB_ID_FILE)
+    if resume and storage.exists(uri):
+        return storage.read_bytes(uri).decode().strip()
+    run_id = f"{prefix}-{secrets.token_hex(4)}"
+    storage.write_bytes_atomic(uri, run_id.encode())
+    return run_id
+
 
 class MetricsLogger:
+    """`run_name` is the run's unique id (`wandb_run_id`): wandb's run name and id both."""
+
     def __init__(self, local_dir: str, total_steps: int, start_step: int = 0, *, use_wandb: bool,
                  project: str, run_name: str, config: dict):
         self.path = Path(local_dir) / "metrics.jsonl"

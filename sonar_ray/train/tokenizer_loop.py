@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from sonar_ray import storage
+from sonar_ray import progress, storage
 from sonar_ray.data import DataConfig, build_train_dataset, iter_train_batches, prepare_data
 from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import TokenizerTrainConfig, TokenizerTrainer
@@ -39,6 +39,8 @@ def train_tokenizer_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 tokenizer_lib.save_checkpoint(trainer.tokenizer.eval(), str(Path(d) / artifacts.TOKENIZER))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        elif trainer.step % 10 == 0:
+            ray.train.report(metrics)  # feeds the driver's progress bar
 
 
 def fit_tokenizer(teacher_ckpt: str, data_cfg: DataConfig, output: str, cfg: TokenizerTrainConfig) -> tuple[str, dict]:
@@ -53,14 +55,17 @@ def fit_tokenizer(teacher_ckpt: str, data_cfg: DataConfig, output: str, cfg: Tok
     data_cfg = DataConfig(**{**data_cfg.__dict__, "num_batches": cfg.steps, "replay_ratio": 0.0})
     prepared, holdout = split_holdout(prepare_data(data_cfg), data_cfg.clip_seconds, retries=data_cfg.read_retries)
     if not storage.exists(out_uri):  # else: already trained by an earlier (interrupted) run
+        bar = progress.TrainProgress("fit tokenizer", total=cfg.steps)
         trainer = TorchTrainer(
             train_tokenizer_loop_per_worker,
             train_loop_config={"tokenizer": asdict(cfg), "teacher": teacher_ckpt},
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(name="tokenizer", storage_path=str(Path(output, "ray").resolve())),
+            run_config=RunConfig(name="tokenizer", storage_path=str(Path(output, "ray").resolve()),
+                                 callbacks=[bar.callback]),
             datasets={"train": build_train_dataset(data_cfg, prepared=prepared)},
         )
-        result = trainer.fit()
+        with bar:
+            result = trainer.fit()
         with result.checkpoint.as_directory() as d:
             storage.write_bytes_atomic(out_uri, (Path(d) / artifacts.TOKENIZER).read_bytes())
     health = holdout.tokenizer_health(out_uri)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures_train import tiny_adapt_args
+from fixtures_train import assert_readable_console, tiny_adapt_args
 from sonar_ray.models import beats, tokenizer as tokenizer_lib
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,19 +102,26 @@ def test_killed_worker_restarts_from_checkpoint_and_resume_is_harmless(tiny_corp
     assert all(torch.equal(weights[k], after[k]) for k in weights)
 
 
-def test_stop_after_pauses_and_resume_continues_the_same_run(tiny_corpus, tiny_base, tmp_path):
+def test_stop_after_pauses_and_resume_continues_the_same_run(tiny_corpus, tiny_base, tmp_path, capfd):
+    from sonar_ray.train.metrics import WANDB_ID_FILE
     from sonar_ray.train.schedule import build_optimizer, warmup_cosine
 
     adapt = _job("adapt")
     out = tmp_path / "paused"
     args = tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--max-steps", "4", "--warmup-steps", "1",
                            "--lr", "1e-3", "--no-evaluate")
+    capfd.readouterr()  # the session fixtures' output
     first = adapt.main([*args, "--stop-after", "2"])
+    console = "".join(capfd.readouterr())
+    assert_readable_console(console)  # workers' lines and Ray's chatter stay in the log files
+    assert "fit sonar-speech" in console and "2/2" in console and "== sonar adaptation to 'speech'" in console
     assert first["steps"] == 2 and json.loads((out / "progress.json").read_text()) == {"safe_step": 2}
     paused = beats.load_checkpoint(first["model"]).state_dict()
+    run_id = (out / WANDB_ID_FILE).read_text()
 
     second = adapt.main([*args, "--stop-after", "4", "--resume"])
     assert second["steps"] == 4
+    assert (out / WANDB_ID_FILE).read_text() == run_id  # the continued run logs to the same W&B run
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]  # continued at step 3: nothing retrained
     # One cosine schedule over max_steps=4 across both invocations (no second warm-up).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_train import tiny_adapt_args
+from fixtures_train import assert_readable_console, tiny_adapt_args
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -26,5 +26,13 @@ def test_adapt_runs_through_ray_job_submit(ray_head, tiny_corpus, tiny_base, tmp
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout.lower()
+    # The job's log as `ray job submit` streams it: progress and the summary, none of Ray's own noise;
+    # the full logs are where its first line says, workers' output included.
+    job_log = proc.stdout.split("Tailing logs until the job exits")[1].rsplit("-----", 1)[0]
+    assert_readable_console(job_log)
+    assert "fit sonar-speech" in job_log and "== sonar adaptation to 'speech'" in job_log
+    (logs,) = [line.split("full logs: ")[1].split(" (")[0] for line in job_log.splitlines() if "full logs: " in line]
+    assert (Path(logs) / "sonar-driver.log").exists()
+    assert any("[step 4/4]" in p.read_text(errors="replace") for p in Path(logs).glob("worker-*.out"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and Path(summary["model"]).exists()
