@@ -70,6 +70,7 @@ class ReplicateConfig:
     pretrain_iter2_steps: int = field(default=200, metadata={"help": "iteration-2 steps"})
     pretrain_lr: float = field(default=5e-4, metadata={"help": "pre-training peak learning rate"})
     tokenizer_codes: int = field(default=256, metadata={"help": "codes of the trained tokenizer"})
+    pretrain_gates: bool = field(default=True, metadata={"help": "stop when pre-training fails its health gates (jobs/pretrain.py --gates)"})
     # --- adaptation (jobs/adapt.py)
     domains: list[str] = field(default_factory=lambda: ["bioacoustics"], metadata={"help": "domains of the single-domain table"})
     methods: list[str] = field(default_factory=lambda: [*METHODS, SCRATCH], metadata={"help": f"of {[*METHODS, SCRATCH]}"})
@@ -200,7 +201,7 @@ class Runner:
                 "--data", run.data, "--domain", "prior", "--output", out, "--preset", c.preset, "--seed", str(run.seed),
                 "--iter1-steps", str(c.pretrain_iter1_steps), "--tokenizer-steps", str(c.pretrain_tokenizer_steps),
                 "--iter2-steps", str(c.pretrain_iter2_steps), "--tokenizer-codes", str(c.tokenizer_codes),
-                "--lr", str(c.pretrain_lr), *common])
+                "--lr", str(c.pretrain_lr), "--gates" if c.pretrain_gates else "--no-gates", *common])
             steps = c.pretrain_iter1_steps + c.pretrain_iter2_steps
             rec = {"model": files["model.pt"], "steps": steps,
                    "samples_seen": steps * c.batch_size * c.num_workers + c.pretrain_tokenizer_steps * c.batch_size}

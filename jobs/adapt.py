@@ -75,6 +75,15 @@ def print_summary(s: dict) -> None:
                  ("prior tasks", f"{m['prior_base']:.3f}", f"{m['prior_adapted']:.3f}",
                   f"{m['prior_adapted'] - m['prior_base']:+.3f}  (forgetting {m['forgetting']:+.3f}, "
                   f"relative {m['forgetting_relative']:+.1%})")]
+    health = s.get("health") or {}
+    if health.get("after"):
+        rows += [("held-out masked prediction", "base", "adapted", "change")]
+        for src, after in health["after"].items():
+            before = health["before"].get(src, {})
+            for key, label in (("info_gain", "information gain (nats)"), ("masked_accuracy", "masked accuracy")):
+                was = f"{before[key]:.3f}" if key in before else "-"
+                change = f"{after[key] - before[key]:+.3f}" if key in before else ""
+                rows.append((f"{src}: {label}", was, f"{after[key]:.3f}", change))
     rows += [("losses", "first step", "last step", "change")]
     rows += [(k, f"{first[k]:.3f}", f"{last[k]:.3f}", f"{last[k] - first[k]:+.3f}")
              for k in ("loss_mlm", "loss_tok", "loss_model") if k in last and k in first]

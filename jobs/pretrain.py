@@ -1,5 +1,7 @@
 """Pre-train a BEATs base model on prior (general) audio: iteration 1 with a random-projection
-tokenizer, a tokenizer trained from that model, iteration 2 with it.
+tokenizer, a tokenizer trained from that model, iteration 2 with it. Each stage is scored on held-out
+clips and must pass its health gate (thresholds: the --min-*/--iter2-accuracy flags below) or the job stops
+with one line naming the failing metric; --no-gates ships it anyway.
 
     python jobs/pretrain.py                                   # demo corpus -> outputs/base
     python jobs/pretrain.py --data s3://bucket/prior/ --output s3://bucket/models/base --preset base --use-gpu
@@ -14,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from sonar_ray.config import parse_cli
+from sonar_ray.config import parse_cli, run_job
 from sonar_ray.train.inputs import demo_corpus
 from sonar_ray.train.pretrain import PretrainConfig, pretrain
 
@@ -32,4 +34,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_job(main, "pretrain")

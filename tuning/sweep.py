@@ -96,7 +96,7 @@ def smoke_inputs() -> list[str]:
     corpus = demo_corpus("tiny")
     base = demo_base_model(corpus, PretrainConfig(preset="tiny", iter1_steps=8, tokenizer_steps=8, iter2_steps=8,
                                                   tokenizer_codes=64, batch_size=4, clip_seconds=1.0, num_workers=1,
-                                                  wandb=False), name="base-tiny-smoke")
+                                                  wandb=False, gates=False), name="base-tiny-smoke")
     return ["--data", corpus, "--prior", corpus, "--probes", corpus, "--base", base]
 
 

@@ -41,11 +41,20 @@ def demo_base_recipe(corpus: str, recipe=None):
     return replace(recipe or PretrainConfig(), data=corpus, output=None, resume=True)
 
 
-def demo_base_dir(corpus: str, recipe=None, name: str = "base") -> Path:
-    """Named after the corpus and the recipe: changing either trains a new base model."""
+# PretrainConfig fields that do not change the model a recipe makes.
+NOT_RECIPE = ("data", "output", "resume", "wandb", "ray_address", "gates")
+
+
+def recipe_key(recipe) -> dict:
+    """What makes a base model: the recipe without where it reads / writes and how it logs."""
     from sonar_ray.config import to_dict
 
-    spec = json.dumps(to_dict(demo_base_recipe(corpus, recipe)), sort_keys=True)
+    return {k: v for k, v in to_dict(recipe).items() if k not in NOT_RECIPE}
+
+
+def demo_base_dir(corpus: str, recipe=None, name: str = "base") -> Path:
+    """Named after the corpus and the recipe: changing either trains a new base model."""
+    spec = json.dumps({"corpus": corpus, **recipe_key(demo_base_recipe(corpus, recipe))}, sort_keys=True)
     return sonar_home() / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
 
@@ -56,15 +65,13 @@ SHIPPED_BASE = Path(__file__).resolve().parents[1] / "demo" / "base"
 
 def shipped_base_model(recipe=None) -> str | None:
     """The shipped model.pt when it was made from this corpus version with this recipe, else None."""
-    from sonar_ray.config import to_dict
     from sonar_ray.demo import CORPUS_VERSION
 
     card = SHIPPED_BASE / "recipe.json"
     if not card.exists():
         return None
     made = json.loads(card.read_text())
-    want = {k: v for k, v in to_dict(demo_base_recipe("", recipe)).items() if k not in ("data", "output")}
-    if made["corpus_version"] != CORPUS_VERSION or made["recipe"] != want:
+    if made["corpus_version"] != CORPUS_VERSION or made["recipe"] != recipe_key(demo_base_recipe("", recipe)):
         return None
     return str(SHIPPED_BASE / artifacts.MODEL)
 

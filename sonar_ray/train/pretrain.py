@@ -14,6 +14,7 @@ gate before the next stage starts, so a base model whose pre-training did not le
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, replace
 
 from sonar_ray import storage
@@ -22,7 +23,7 @@ from sonar_ray.objectives.random_projection import RandomProjectionConfig, Rando
 from sonar_ray.train import artifacts
 from sonar_ray.train.health import split_holdout
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.driver import RunSummary, fit
+from sonar_ray.train.driver import fit
 from sonar_ray.train.inputs import data_config
 from sonar_ray.train.tokenizer_loop import TokenizerTrainConfig, fit_tokenizer
 
@@ -30,7 +31,7 @@ from sonar_ray.train.tokenizer_loop import TokenizerTrainConfig, fit_tokenizer
 HEALTH = "health.json"  # a stage's held-out health, beside its model: re-gated when the stage is reused
 
 
-class HealthGateError(RuntimeError):
+class HealthGateError(ValueError):
     """A pre-training stage did not learn; the message is one line naming the metric and its value."""
 
 
@@ -46,8 +47,8 @@ class PretrainConfig:
     iter1_steps: int = field(default=400, metadata={"help": "iteration-1 steps"})
     iter1_codes: int = field(default=1024, metadata={"help": "codes of the iteration-1 random-projection tokenizer"})
     tokenizer_steps: int = field(default=150, metadata={"help": "tokenizer training steps"})
-    iter2_steps: int = field(default=200, metadata={"help": "iteration-2 steps"})
-    tokenizer_codes: int = field(default=256, metadata={"help": "codes of the trained tokenizer"})
+    iter2_steps: int = field(default=400, metadata={"help": "iteration-2 steps"})
+    tokenizer_codes: int = field(default=64, metadata={"help": "codes of the trained tokenizer"})
     batch_size: int = field(default=16, metadata={"help": "clips per worker per step"})
     clip_seconds: float = field(default=1.6, metadata={"help": "crop length"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (iteration 2: half of it)"})
@@ -102,24 +103,25 @@ def _gate(cfg: PretrainConfig, stage: str, health: dict) -> None:
         print(f"[pretrain] {stage}: health gate failed, continuing (--no-gates): {'; '.join(fails)}", flush=True)
 
 
-def _stage(cfg: PretrainConfig, name: str, steps: int, paths: dict) -> RunSummary | None:
+def _stage(cfg: PretrainConfig, name: str, steps: int, paths: dict) -> dict:
+    """Train one masked-prediction stage (or reuse it when done); returns its held-out health, gated."""
     out = storage.join(cfg.output, name)
     health_uri = storage.join(out, HEALTH)
     if storage.exists(storage.join(out, artifacts.MODEL)) and storage.exists(health_uri):
         print(f"[pretrain] {name}: done already ({out})", flush=True)
-        _gate(cfg, name, json.loads(storage.read_bytes(health_uri)))  # a failed stage stays failed
-        return None
-    train = TrainConfig(domain=cfg.domain, method="scratch", data=cfg.data, prior=cfg.data, base=paths.get("base"),
-                        output=out, replay_ratio=0.0, preset=cfg.preset, max_steps=steps, batch_size=cfg.batch_size,
-                        clip_seconds=cfg.clip_seconds, lr=cfg.lr, warmup_steps=max(1, steps // 10),
-                        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, seed=cfg.seed, resume=True,
-                        checkpoint_every=max(1, steps // 2), wandb=cfg.wandb, evaluate=False,
-                        ray_address=cfg.ray_address)
-    print(f"[pretrain] {name}: {steps} steps -> {out}", flush=True)
-    run = fit(train, paths, data_config(train, new_domain=cfg.domain or None))
-    storage.write_bytes_atomic(health_uri, json.dumps(run.health["after"]).encode())
-    _gate(cfg, name, run.health["after"])
-    return run
+        health = json.loads(storage.read_bytes(health_uri))
+    else:
+        train = TrainConfig(domain=cfg.domain, method="scratch", data=cfg.data, prior=cfg.data, base=paths.get("base"),
+                            output=out, replay_ratio=0.0, preset=cfg.preset, max_steps=steps, batch_size=cfg.batch_size,
+                            clip_seconds=cfg.clip_seconds, lr=cfg.lr, warmup_steps=max(1, steps // 10),
+                            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, seed=cfg.seed, resume=True,
+                            checkpoint_every=max(1, steps // 2), wandb=cfg.wandb, evaluate=False,
+                            ray_address=cfg.ray_address)
+        print(f"[pretrain] {name}: {steps} steps -> {out}", flush=True)
+        health = fit(train, paths, data_config(train, new_domain=cfg.domain or None)).health["after"]
+        storage.write_bytes_atomic(health_uri, json.dumps(health).encode())
+    _gate(cfg, name, health)  # a failed stage stays failed when reused
+    return health
 
 
 def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
@@ -138,9 +140,12 @@ def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Runs the stages not yet done; returns the URIs of the base model files."""
+    """Runs the stages not yet done; returns the URIs of the base model files. `<output>/summary.json`
+    records the recipe, each stage's held-out health and the wall time."""
     from sonar_ray.cluster import init_ray
+    from sonar_ray.train.inputs import recipe_key
 
+    t0 = time.time()
     init_ray(cfg.ray_address)
     train = TrainConfig(domain=cfg.domain, method="scratch", data=cfg.data, prior=cfg.data, replay_ratio=0.0,
                         batch_size=cfg.batch_size, clip_seconds=cfg.clip_seconds, max_steps=cfg.tokenizer_steps,
@@ -148,16 +153,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
     data_cfg = data_config(train, new_domain=cfg.domain or None)
     iter1 = storage.join(cfg.output, "iter1")
     labels = iteration1_tokenizer(cfg, data_cfg, storage.join(cfg.output, "iter1-tokenizer.pt"))
-    _stage(cfg, "iter1", cfg.iter1_steps, {"base": cfg.init, "tokenizer": labels})
+    health = {"iter1": _stage(cfg, "iter1", cfg.iter1_steps, {"base": cfg.init, "tokenizer": labels})}
 
     tok_cfg = TokenizerTrainConfig(steps=cfg.tokenizer_steps, quant_n=cfg.tokenizer_codes, seed=cfg.seed)
     print(f"[pretrain] tokenizer: {cfg.tokenizer_steps} steps", flush=True)
     tokenizer, tok_health = fit_tokenizer(storage.join(iter1, artifacts.MODEL), data_cfg,
                                           storage.join(cfg.output, "tokenizer"), tok_cfg)
     _gate(cfg, "tokenizer", tok_health)
+    health["tokenizer"] = tok_health
 
-    _stage(replace(cfg, lr=cfg.lr / 2), "iter2", cfg.iter2_steps,
-           {"base": storage.join(iter1, artifacts.MODEL), "tokenizer": tokenizer})
+    health["iter2"] = _stage(replace(cfg, lr=cfg.lr / 2), "iter2", cfg.iter2_steps,
+                             {"base": storage.join(iter1, artifacts.MODEL), "tokenizer": tokenizer})
     iter2 = storage.join(cfg.output, "iter2")
     # The base model: iteration 2's encoder, tokenizer and predictor side by side.
     final = {}
@@ -165,4 +171,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
         dst = storage.join(cfg.output, name)
         storage.write_bytes_atomic(dst, storage.read_bytes(storage.join(iter2, name)))
         final[name] = dst
+    summary = {"recipe": recipe_key(cfg), "health": health, "wall_seconds": round(time.time() - t0, 1)}
+    storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"), json.dumps(summary, indent=2).encode())
     return final

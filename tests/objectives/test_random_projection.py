@@ -1,3 +1,5 @@
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -53,3 +55,29 @@ def test_perplexity_floor_and_gain_from_patch_normalization(fbank_batch):
     print(f"random-projection perplexity: {ppl:.1f} (unnormalized patches: {ppl_raw:.1f}) of 1024, 480 patches")
     assert ppl > 60
     assert ppl > 2 * ppl_raw
+
+
+def test_level_centred_labels_keep_loudness_that_standardization_erases(fbank_batch):
+    """The same sounds 20 dB louder: per-patch standardization gives identical labels (loudness, what context
+    predicts best, is gone from the target), centring on a level gives the louder patches other codes."""
+    from sonar_ray.objectives.random_projection import median_patch_level
+
+    louder = fbank_batch + math.log(100.0) / (2 * 6.55582)  # +20 dB in BEATs' normalized fbank units
+    pad = torch.zeros(fbank_batch.shape[:2], dtype=torch.bool)
+    standardized = RandomProjectionTokenizer(RandomProjectionConfig(seed=0))
+    centred = RandomProjectionTokenizer(RandomProjectionConfig(seed=0, level=median_patch_level(fbank_batch, pad)))
+    same = lambda tok: (tok.labels_from_fbank(fbank_batch) == tok.labels_from_fbank(louder)).float().mean()  # noqa: E731
+    assert same(standardized) > 0.95
+    assert same(centred) < 0.5
+    # the level travels with the checkpoint
+    again = RandomProjectionTokenizer.from_checkpoint(centred.checkpoint())
+    assert torch.equal(again.labels_from_fbank(louder), centred.labels_from_fbank(louder))
+
+
+def test_median_patch_level_ignores_padding():
+    from sonar_ray.objectives.random_projection import median_patch_level
+
+    fb = torch.full((1, 64, 128), 0.3)
+    pad = torch.zeros(1, 64, dtype=torch.bool)
+    fb[:, 32:], pad[:, 32:] = -2.39, True  # the padded half sits at the log floor
+    assert abs(median_patch_level(fb, pad) - 0.3) < 1e-6
