@@ -198,10 +198,13 @@ def record_health(summary: RunSummary, holdout: HoldOut, before: dict, mask_rati
     after = holdout.measure({"model": summary.model, "tokenizer": summary.tokenizer,
                              "predictor": summary.predictor}, mask_ratio)
     summary.health = {"before": before, "after": after}
-    row = {"step": summary.steps, **{f"health/{src}/{k}": v for src, h in after.items() for k, v in h.items()}}
+    # Onto the final step's row, so readers still see one row per step.
+    health = {f"health/{src}/{k}": v for src, h in after.items() for k, v in h.items()}
     uri = storage.join(summary.output, "metrics.jsonl")
-    old = storage.read_bytes(uri) if storage.exists(uri) else b""
-    storage.write_bytes_atomic(uri, old + (json.dumps(row) + "\n").encode())
+    rows = storage.read_bytes(uri).decode().splitlines() if storage.exists(uri) else []
+    if rows and health:
+        rows[-1] = json.dumps({**json.loads(rows[-1]), **health})
+        storage.write_bytes_atomic(uri, ("\n".join(rows) + "\n").encode())
     for src, h in after.items():
         was = before.get(src, {})
         print(f"[health] {src} (held-out {h['clips']} clips): information gain {h['info_gain']:.2f} nats"

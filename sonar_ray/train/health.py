@@ -43,7 +43,9 @@ class HoldOut:
         from sonar_ray.objectives.masked_prediction import MaskedTokenModel
         from sonar_ray.train import artifacts
 
-        if not all(files.get(k) for k in ("model", "tokenizer", "predictor")):
+        from sonar_ray import storage
+
+        if not all(files.get(k) and storage.exists(files[k]) for k in ("model", "tokenizer", "predictor")):
             return {}
         tokenizer = artifacts.load_label_tokenizer(files["tokenizer"]).eval()
         predictor = artifacts.load_predictor(files["predictor"])

@@ -116,6 +116,12 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
             paths["predictor"] = pred
     elif cfg.base_tokenizer:
         paths["tokenizer"] = cfg.base_tokenizer
+    if cfg.method == "sonar" and cfg.lambda_tok > 0 and "predictor" not in paths:
+        # An official checkpoint ships no label predictor, so there is no teacher code distribution to
+        # distil; recorded as 0 so summary.json says what ran.
+        print(f"[adapt] no predictor.pt beside {base}: tokenizer-level distillation is off (--lambda-tok 0)",
+              flush=True)
+        cfg = replace(cfg, lambda_tok=0.0)
     return cfg, paths
 
 

@@ -114,7 +114,8 @@ def test_stop_after_pauses_and_resume_continues_the_same_run(tiny_corpus, tiny_b
     first = adapt.main([*args, "--stop-after", "2"])
     console = "".join(capfd.readouterr())
     assert_readable_console(console)  # workers' lines and Ray's chatter stay in the log files
-    assert "fit sonar-speech" in console and "2/2" in console and "== sonar adaptation to 'speech'" in console
+    # progress bars are off in the test session (TQDM_DISABLE, read when tqdm is imported); test_job_submit sees them
+    assert "== sonar adaptation to 'speech'" in console
     assert first["steps"] == 2 and json.loads((out / "progress.json").read_text()) == {"safe_step": 2}
     paused = beats.load_checkpoint(first["model"]).state_dict()
     run_id = (out / WANDB_ID_FILE).read_text()

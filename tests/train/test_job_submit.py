@@ -23,6 +23,7 @@ def test_adapt_runs_through_ray_job_submit(ray_head, tiny_corpus, tiny_base, tmp
            sys.executable, str(REPO / "jobs" / "adapt.py"), *tiny_adapt_args(tiny_corpus, tiny_base, str(out), "--no-evaluate")]
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
+    env.pop("TQDM_DISABLE", None)  # the job shows its progress bars, as a user's would
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout.lower()
