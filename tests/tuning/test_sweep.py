@@ -57,7 +57,7 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
             "--", *tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "unused"))]  # 4 steps: rungs at 2 and 4
     result = sweep.main(argv)
 
-    table = pd.read_csv(out / "trials.csv")
+    table = pd.read_csv(out / "trials.csv", dtype={"trial": str})
     assert len(table) == 2 and set(table["status"]) <= {"complete", "stopped"}
     done = table[table["status"] == "complete"]
     assert len(done) >= 1  # the first trial to reach a rung always goes on
@@ -72,7 +72,7 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
         assert trial_cfg.max_steps == 4 and trial_cfg.stop_after is None
     assert (out / "trials.md").read_text().startswith("| trial | status |")
 
-    front = pd.read_csv(out / "pareto.csv")
+    front = pd.read_csv(out / "pareto.csv", dtype={"trial": str})
     assert set(front["trial"]) <= set(done["trial"]) and len(front) >= 1
     for p in front.itertuples():  # no completed trial beats a front member on both axes
         assert not ((done["adaptability"] >= p.adaptability) & (done["forgetting"] <= p.forgetting)
@@ -107,6 +107,6 @@ def test_sweep_runs_through_ray_job_submit(ray_head, tiny_corpus, tiny_base, tmp
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout.lower()
-    table = pd.read_csv(out / "trials.csv")
+    table = pd.read_csv(out / "trials.csv", dtype={"trial": str})
     assert list(table["status"]) == ["complete"] and list(table["steps"]) == [2]
     assert parse_cli(TrainConfig, ["--config", str(out / "recommended.json")]).max_steps == 2
