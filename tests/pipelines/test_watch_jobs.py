@@ -18,10 +18,14 @@ from watch_helpers import STANDIN, upload
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _watch_cmd(s3_bucket: str, dashboard: str, base: str, script: str, *extra: str) -> list[str]:
+def _watch_cmd(s3_bucket: str, dashboard: str, base: str, script: str, *extra: str,
+               lease_ttl: float = 3) -> list[str]:
+    """A short TTL lets a second watcher take over a killed one's lease within the test; tests with a
+    single watcher that trains for real pass a long one, since a loaded CI machine can delay a
+    renewal by more than ttl/3 and the watcher then (rightly) stops writing."""
     return [sys.executable, str(REPO / "jobs" / "watch.py"), "--incoming", f"{s3_bucket}/incoming/",
             "--registry", f"{s3_bucket}/registry/", "--base", base, "--ray-address", dashboard,
-            "--python", sys.executable, "--adapt-script", script, "--once", "--lease-ttl", "3", *extra]
+            "--python", sys.executable, "--adapt-script", script, "--once", "--lease-ttl", str(lease_ttl), *extra]
 
 
 def _reports(stdout: str) -> list[dict]:
@@ -89,7 +93,8 @@ def test_real_adaptation_job_creates_a_promoted_version(s3_bucket, ray_head, tmp
     for clip in clips[:2]:
         storage.write_bytes_atomic(f"{s3_bucket}/incoming/{domain}/{clip.name}", clip.read_bytes())
     cmd = _watch_cmd(s3_bucket, ray_head["dashboard_url"], base, str(REPO / "jobs" / "adapt.py"),
-                     "--wait", "--max-steps", "2", "--max-forgetting", "1e9", "--adaptability-tolerance", "1e9")
+                     "--wait", "--max-steps", "2", "--max-forgetting", "1e9", "--adaptability-tolerance", "1e9",
+                     lease_ttl=120)
 
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
