@@ -66,16 +66,29 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def from_dict(cls: type[T], data: dict[str, Any], *, base: T | None = None) -> T:
-    """Build `cls` from a dict, rejecting unknown keys and wrong types."""
+def check_choices(cfg: Any) -> None:
+    """Every field with `metadata["choices"]` (each item, for a list) holds one of them."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
+        if choices is None or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item not in choices:
+                raise ValueError(f"--{f.name.replace('_', '-')} must be one of {', '.join(map(str, choices))}; "
+                                 f"got {item!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build `cls` from a dict, rejecting unknown keys, wrong types and values outside a field's choices."""
     hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {unknown}; known: {sorted(names)}")
-    values = dataclasses.asdict(base) if base is not None else {}
-    values.update({k: _coerce(k, hints[k], v) for k, v in data.items()})
-    return cls(**values)
+    cfg = cls(**{k: _coerce(k, hints[k], v) for k, v in data.items()})
+    check_choices(cfg)
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -130,7 +143,8 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_text = f"{helps[f.name]} (default: {default!r})".replace("%", "%%")  # argparse %-formats help
+        shown = f.metadata.get("shown_default", repr(default))  # a knob left None shows what it becomes
+        help_text = f"{helps[f.name]} (default: {shown})".replace("%", "%%")  # argparse %-formats help
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -146,12 +160,12 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
 
 
 def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
-    """Parse `argv` into `cls`: defaults < --config file < explicit flags."""
+    """Parse `argv` into `cls`: defaults < --config file < explicit flags. The file's keys and the flags
+    are merged before `cls` is built, so its checks see what was given, not defaults already filled in."""
     parser = build_parser(cls, description)
     args = vars(parser.parse_args(argv))
     file_path = args.pop("config", None)
-    base = from_dict(cls, load_file(file_path)) if file_path else cls()
-    return from_dict(cls, args, base=base)
+    return from_dict(cls, {**(load_file(file_path) if file_path else {}), **args})
 
 
 def save(cfg: Any, path: str | Path) -> None:

@@ -27,7 +27,9 @@ class PreparedData:
 
     @property
     def replay(self) -> dict:
-        """Effective number of strata, largest per-clip oversampling factor, share per stratum."""
+        """Effective number of strata, largest per-clip oversampling factor, share per stratum ({}: no prior set)."""
+        if self.prior.empty:
+            return {}
         return replay_diagnostics(self.shares, np.bincount(self.prior["stratum"], minlength=len(self.shares)))
 
 
@@ -49,7 +51,8 @@ def _inspect(cfg: DataConfig, uri: str, domain: str | None, embed: bool) -> pd.D
 def prepare_data(cfg: DataConfig) -> PreparedData:
     relevance = cfg.policy == "relevance"
     new = _inspect(cfg, cfg.new_uri, cfg.new_domain, embed=relevance)
-    prior = _inspect(cfg, cfg.prior_uri, cfg.prior_domain, embed=relevance)
+    # No prior set: a run without replay (DCPT) given none.
+    prior = _inspect(cfg, cfg.prior_uri, cfg.prior_domain, embed=relevance) if cfg.prior_uri else new.iloc[:0]
     if relevance:  # e.g. an absurdly loud float WAV: its embedding overflows, and one NaN spoils every centroid
         for df in (new, prior):
             df.loc[(df["reason"] == "") & ~finite_rows(np.stack(df["embedding"])), "reason"] = "non_finite_embedding"
@@ -57,7 +60,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     bad = bad[bad["reason"] != ""][["uri", "reason"]].reset_index(drop=True)
     new = new[new["reason"] == ""].reset_index(drop=True)
     prior = prior[prior["reason"] == ""].reset_index(drop=True)
-    if new.empty or prior.empty:
+    if new.empty or (prior.empty and cfg.replay_ratio > 0):
         raise ValueError(f"no usable clips left (new: {len(new)}, prior: {len(prior)}); see the bad-input report")
     if not relevance:
         prior["stratum"] = 0

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sonar_ray.config import check_choices
 from sonar_ray.data.config import DataConfig
 
 METHODS = ("sonar", "dcpt", "scratch")
 DISTILL_SCOPES = ("all", "replay", "new")  # which clips of a batch a distillation term applies to
 
+# What each method is: the values it fixes, written into the config so run_config.json and summary.json
+# record what ran. DCPT replays and distils nothing and keeps its codebook as it is; training from
+# scratch has no teacher to distil from (it may replay: the retrain baseline on prior + new data).
+METHOD_FIXES = {
+    "sonar": {},
+    "dcpt": {"replay_ratio": 0.0, "lambda_tok": 0.0, "lambda_model": 0.0, "codebook_reanchor": False,
+             "codebook_grow": 0},
+    "scratch": {"lambda_tok": 0.0, "lambda_model": 0.0, "codebook_reanchor": False, "codebook_grow": 0},
+}
+# The default of each knob above where the method leaves it free. These fields default to None ("not
+# given"), so a method's fixed value is told apart from a value the user asked for.
+KNOB_DEFAULTS = {"replay_ratio": 0.5, "lambda_tok": 1.0, "lambda_model": 1.0, "codebook_reanchor": True}
+
 
 def _help(text: str, **extra) -> dict:
     return {"metadata": {"help": text, **extra}}
+
+
+def _knob(name: str, text: str) -> dict:
+    """A knob a method may fix: None until __post_init__ writes the method's value or the default."""
+    fixed = ", ".join(f"{m}: {fix[name]!r}" for m, fix in METHOD_FIXES.items() if name in fix)
+    return {"default": None, "metadata": {"help": f"{text}; fixed by the method ({fixed})",
+                                          "shown_default": repr(KNOB_DEFAULTS[name])}}
 
 
 @dataclass
@@ -21,31 +42,36 @@ class TrainConfig:
     # --- what to train on
     domain: str = field(default="speech", **_help("new domain to adapt to"))
     method: str = field(default="sonar", **_help("sonar | dcpt | scratch", choices=METHODS))
-    data: str | None = field(default=None, **_help("new-domain audio: folder/prefix or manifest URI (default: demo corpus)"))
-    prior: str | None = field(default=None, **_help("prior (replay) audio: folder/prefix or manifest URI (default: demo corpus)"))
-    base: str | None = field(default=None, **_help("starting BEATs checkpoint (default: the demo base model)"))
+    demo: bool = field(default=False, **_help(
+        "fill every input not given (--data, --prior, --probes, --base) from the demo corpus and demo base model; "
+        "implied when none of them is given"))
+    data: str | None = field(default=None, **_help("new-domain audio: folder/prefix or manifest URI"))
+    prior: str | None = field(default=None, **_help(
+        "prior (replay) audio: folder/prefix or manifest URI (not needed without replay: --replay-ratio 0)"))
+    base: str | None = field(default=None, **_help("starting BEATs checkpoint (not needed for --method scratch)"))
     base_tokenizer: str | None = field(default=None, **_help("starting tokenizer checkpoint (default: tokenizer.pt beside --base)"))
     output: str | None = field(default=None, **_help("output folder/URI (default: outputs/<method>-<domain>)"))
-    probes: str | None = field(default=None, **_help("corpus root with manifests/probes.jsonl for evaluation (default: the demo corpus)"))
+    probes: str | None = field(default=None, **_help(
+        "corpus root with manifests/probes.jsonl for evaluation (not needed with --no-evaluate)"))
 
     # --- SONAR knobs
-    replay_ratio: float = field(default=0.5, **_help("share of prior clips in each batch (sonar)"))
+    replay_ratio: float | None = field(**_knob("replay_ratio", "share of prior clips in each batch"))
     replay_policy: str = field(default="relevance", **_help("uniform | relevance", choices=("uniform", "relevance")))
     num_strata: int = field(default=8, **_help("k-means strata of the prior set"))
     replay_max_oversample: float = field(default=DataConfig.max_oversample, **_help(
         "relevance replay: cap on how much more often a prior clip is replayed than under uniform replay (>= 1)"))
-    lambda_tok: float = field(default=1.0, **_help(
-        "weight of tokenizer-level distillation: KL from the teacher's predicted code distribution (README)"))
-    lambda_model: float = field(default=1.0, **_help("weight of model-level (feature) distillation"))
+    lambda_tok: float | None = field(**_knob(
+        "lambda_tok", "weight of tokenizer-level distillation: KL from the teacher's predicted code distribution (README)"))
+    lambda_model: float | None = field(**_knob("lambda_model", "weight of model-level (feature) distillation"))
     distill_scope_tok: str = field(default="all", **_help(
         "clips the tokenizer-level term applies to: all | replay (prior clips) | new", choices=DISTILL_SCOPES))
     distill_scope_model: str = field(default="all", **_help(
         "clips the model-level term applies to: all | replay (prior clips) | new", choices=DISTILL_SCOPES))
     distill_kind: str = field(default="cosine", **_help("feature distance", choices=("cosine", "mse")))
     distill_layers: list[int] = field(default_factory=lambda: [-1], **_help("encoder layers to distill"))
-    codebook_reanchor: bool = field(default=True, **_help("re-anchor under-used codes toward new-domain features"))
+    codebook_reanchor: bool | None = field(**_knob("codebook_reanchor", "re-anchor under-used codes toward new-domain features"))
     codebook_grow: int = field(default=0, **_help(
-        "codes to add at the start when the new domain is quantized 1.2x worse than the prior (0 = never)"))
+        "codes to add at the start when the new domain is quantized 1.2x worse than the prior (0 = never; sonar only)"))
     codebook_max_codes: int = field(default=4096, **_help("growth never takes the codebook past this many codes"))
 
     # --- model / objective
@@ -81,8 +107,16 @@ class TrainConfig:
     ray_address: str | None = field(default=None, **_help("Ray cluster address (default: $RAY_ADDRESS or a local Ray)"))
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        check_choices(self)
+        for name, value in METHOD_FIXES[self.method].items():
+            given = getattr(self, name)
+            if given is not None and given != value:
+                raise ValueError(f"--method {self.method} runs with --{name.replace('_', '-')} {value!r}; "
+                                 f"{given!r} was given: drop it, or use --method sonar")
+            setattr(self, name, value)
+        for name, value in KNOB_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ValueError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
         at_least = {"max_steps": 1, "batch_size": 1, "num_workers": 1, "checkpoint_every": 1, "log_every": 1,
@@ -97,16 +131,13 @@ class TrainConfig:
             raise ValueError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
         if not (self.lambda_tok >= 0 and self.lambda_model >= 0 and self.weight_decay >= 0):
             raise ValueError("--lambda-tok, --lambda-model and --weight-decay must be >= 0")
-        for name in ("distill_scope_tok", "distill_scope_model"):
-            if getattr(self, name) not in DISTILL_SCOPES:
-                raise ValueError(f"{name} must be one of {DISTILL_SCOPES}, got {getattr(self, name)!r}")
         if self.codebook_max_codes < 1:
             raise ValueError(f"codebook_max_codes must be >= 1, got {self.codebook_max_codes}")
         if self.replay_max_oversample < 1.0:
             raise ValueError(f"replay_max_oversample must be >= 1, got {self.replay_max_oversample}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.max_steps:
             raise ValueError(f"stop_after must be in [1, max_steps={self.max_steps}], got {self.stop_after}")
-        if self.effective_replay_ratio > 0:  # the sampler puts exactly round(ratio x batch) prior clips in a batch
+        if self.replay_ratio > 0:  # the sampler puts exactly round(ratio x batch) prior clips in a batch
             prior = round(self.replay_ratio * self.batch_size)
             if not 0 < prior < self.batch_size:
                 raise ValueError(
@@ -122,9 +153,3 @@ class TrainConfig:
     @property
     def uses_teacher(self) -> bool:
         return self.method == "sonar" and (self.lambda_tok > 0 or self.lambda_model > 0)
-
-    @property
-    def effective_replay_ratio(self) -> float:
-        """DCPT sees new-domain data only; SONAR replays prior data, and so can from-scratch training
-        on prior + new data (the retrain baseline)."""
-        return 0.0 if self.method == "dcpt" else self.replay_ratio

@@ -107,6 +107,6 @@ def split_holdout(prepared: PreparedData, clip_seconds: float, limit: int = MAX_
     new = prepared.new[~prepared.new["uri"].isin(drop)].reset_index(drop=True)
     prior = prepared.prior[~prepared.prior["uri"].isin(drop)].reset_index(drop=True)
     clips = {name: c for name, uris in held.items() if (c := _load_clips(uris, clip_seconds, retries)) is not None}
-    if "prior" not in held and "new" in clips:
+    if "prior" not in held and "new" in clips and not prepared.prior.empty:
         clips["prior"] = clips.pop("new")  # pre-training: its one source is the prior data
     return PreparedData(new, prior, prepared.shares, prepared.bad), HoldOut(clips)

@@ -91,20 +91,44 @@ def demo_base_model(corpus: str, recipe=None, name: str = "base") -> str:
     return str(out / artifacts.MODEL)
 
 
+INPUTS = ("data", "prior", "probes", "base")  # what --demo fills in
+
+
+def uses_demo(cfg: TrainConfig) -> bool:
+    """--demo, or the bare demo command: none of the inputs given."""
+    return cfg.demo or all(getattr(cfg, name) is None for name in INPUTS)
+
+
+def require_inputs(cfg: TrainConfig) -> None:
+    """A run given its own data names every input it needs: demo data never fills a gap silently.
+    Called before any work (no Ray, no inspection, no corpus built)."""
+    needed = {"data": (True, "the new-domain audio"),
+              "prior": (cfg.replay_ratio > 0, "the prior (replay) audio; --replay-ratio 0 trains without replay"),
+              "probes": (cfg.evaluate, "the corpus with manifests/probes.jsonl; --no-evaluate skips evaluation"),
+              "base": (cfg.method != "scratch", "the starting checkpoint; --method scratch starts from random weights")}
+    for name, (need, what) in needed.items():
+        if need and getattr(cfg, name) is None:
+            raise ValueError(f"--{name} is missing: {what} (--demo fills missing inputs with the demo corpus)")
+
+
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
-    """Fill the defaults (demo corpus, demo base model, output folder); returns (cfg, paths)."""
-    corpus = None
-    if cfg.data is None or cfg.prior is None or cfg.probes is None or (cfg.base is None and cfg.method != "scratch"):
+    """Fill the inputs (demo corpus and base model only for a demo run) and the output folder;
+    returns (cfg, paths)."""
+    given = {name: getattr(cfg, name) for name in INPUTS}
+    if not uses_demo(cfg):
+        require_inputs(cfg)
+    elif any(uri is None for name, uri in given.items() if name != "base" or cfg.method != "scratch"):
         corpus = demo_corpus()
-    data = cfg.data or storage.join(corpus, TRAIN_MANIFEST)
-    prior = cfg.prior or storage.join(corpus, TRAIN_MANIFEST)
-    base = cfg.base
-    if base is None and cfg.method != "scratch":
-        base = demo_base_model(corpus)
+        demo = {"data": storage.join(corpus, TRAIN_MANIFEST), "prior": storage.join(corpus, TRAIN_MANIFEST),
+                "probes": corpus}
+        given = {name: demo.get(name) if uri is None else uri for name, uri in given.items()}
+        if given["base"] is None and cfg.method != "scratch":
+            given["base"] = demo_base_model(corpus)
     output = cfg.output or str(Path("outputs") / f"{cfg.method}-{cfg.domain}")
     if not storage.is_remote(output):
         output = str(Path(output).resolve())
-    cfg = replace(cfg, data=data, prior=prior, base=base, output=output, probes=cfg.probes or corpus)
+    cfg = replace(cfg, **given, output=output)
+    base = cfg.base
     paths = {"base": base}
     if base is not None:
         folder = base.rsplit("/", 1)[0] if storage.is_remote(base) else str(Path(base).parent)
@@ -127,10 +151,10 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
 
 def data_config(cfg: TrainConfig, new_domain: str | None = None) -> DataConfig:
     """The joint stream for a run: num_workers x max_steps batches of `batch_size` clips each."""
-    policy = cfg.replay_policy if cfg.effective_replay_ratio > 0 else "uniform"  # no replay: no strata needed
+    policy = cfg.replay_policy if cfg.replay_ratio > 0 else "uniform"  # no replay: no strata needed
     return DataConfig(
         new_uri=cfg.data, new_domain=new_domain if new_domain is not None else (cfg.domain or None),
-        prior_uri=cfg.prior, prior_domain="prior", replay_ratio=cfg.effective_replay_ratio,
+        prior_uri=cfg.prior or "", prior_domain="prior", replay_ratio=cfg.replay_ratio,
         batch_size=cfg.batch_size, num_batches=cfg.max_steps * cfg.num_workers, clip_seconds=cfg.clip_seconds,
         policy=policy, num_strata=cfg.num_strata, max_oversample=cfg.replay_max_oversample, model_uri=cfg.base if policy == "relevance" else None,
         seed=cfg.seed)
