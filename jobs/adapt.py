@@ -1,10 +1,16 @@
-"""Adapt a BEATs model to a new domain with SONAR (default) or the DCPT baseline.
+r"""Adapt a BEATs model to a new domain with SONAR (default) or the DCPT baseline.
 
     python jobs/adapt.py --domain speech                      # demo corpus + demo base model
     python jobs/adapt.py --domain music --method dcpt --max-steps 300
     ray job submit --address http://HEAD:8265 -- python jobs/adapt.py --domain speech \
-        --data s3://bucket/incoming/speech/ --prior s3://bucket/prior/ --base s3://bucket/models/base/model.pt \
-        --output s3://bucket/runs/speech-001 --num-workers 8 --use-gpu
+        --data s3://bucket/incoming/speech/ --prior s3://bucket/prior/ --probes s3://bucket/eval/ \
+        --base s3://bucket/models/base/model.pt --output s3://bucket/runs/speech-001 --num-workers 8 --use-gpu
+
+The demo corpus and demo base model are used only by the bare demo command (none of --data, --prior,
+--probes, --base given) or with --demo; any other run names each input it needs (--prior unless
+--replay-ratio 0 or --method dcpt, --probes unless --no-evaluate, --base unless --method scratch) or
+stops at once with one line naming the missing flag. --method dcpt and scratch fix the knobs they do
+not use (replay, distillation, codebook) to off; giving one of them another value is an error.
 
 Reads top to bottom: config -> data -> model + loop (Ray Train) -> evaluation -> report.
 """

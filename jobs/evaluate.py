@@ -1,4 +1,4 @@
-"""Linear-probe evaluation of frozen BEATs checkpoints on a corpus's labeled probe tasks.
+r"""Linear-probe evaluation of frozen BEATs checkpoints on a corpus's labeled probe tasks.
 
     python jobs/evaluate.py --models base=BASE.pt sonar=SONAR.pt dcpt=DCPT.pt --corpus demo_data \
         --domain speech [--tasks prior speech/words] [--layer last|average|N] [--repeats 3] [--ray]

@@ -1,4 +1,4 @@
-"""Watch a bucket for new audio per domain and adapt each domain's current model on it.
+r"""Watch a bucket for new audio per domain and adapt each domain's current model on it.
 
     python jobs/watch.py --incoming s3://bucket/incoming/ --registry s3://bucket/registry/ \
         --base s3://bucket/models/prior/model.pt [--interval 300] [--once [--wait]] \

@@ -153,8 +153,8 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
             kwargs.update(nargs="*", type=item_tp)
         else:
             kwargs["type"] = tp
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kwargs)
     return parser
 

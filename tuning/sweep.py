@@ -1,8 +1,8 @@
-"""Search SONAR's knobs (replay ratio, distillation weights, ...) with Ray Tune; report the Pareto front.
+r"""Search SONAR's knobs (replay ratio, distillation weights, ...) with Ray Tune; report the Pareto front.
 
     python tuning/sweep.py --smoke --output outputs/sweep-smoke          # tiny demo, 2 CPUs, a few minutes
     python tuning/sweep.py --output s3://bucket/sweeps/speech --num-samples 64 --max-concurrent-trials 8 \
-        -- --domain speech --data s3://... --prior s3://... --base s3://.../model.pt --num-workers 4 --use-gpu
+        -- --domain speech --data s3://... --prior s3://... --probes s3://... --base s3://.../model.pt --use-gpu
     python tuning/sweep.py --output outputs/sweep-smoke --smoke --resume  # continue an interrupted sweep
 
 Flags before `--` configure the search; flags after it (or `--config FILE`) are jobs/adapt.py flags for
@@ -10,9 +10,10 @@ the base run every trial starts from. A trial is that run with the sampled knobs
 at each of `rungs` points (max_steps * r / rungs steps; `--stop-after`, so rung r+1 continues rung r's
 run and a trial that completes costs exactly one run of max_steps), evaluated with linear probes at each
 pause and reported to Tune as `objective = adaptability - alpha * forgetting`. OptunaSearch (TPE)
-proposes knobs, ASHA stops trials whose objective is poor at an early rung. After the search: trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats
-on both adaptability and forgetting), pareto.png, and recommended.json (the completed trial with the best
-objective, as a jobs/adapt.py --config file).
+proposes knobs, ASHA stops trials whose objective is poor at an early rung. After the search:
+trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats on both adaptability
+and forgetting), pareto.png, and recommended.json (the completed trial with the best objective, as a
+jobs/adapt.py --config file).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from sonar_ray import storage
 from sonar_ray.cluster import init_ray
 from sonar_ray.config import from_dict, parse_cli, save, to_dict
+from sonar_ray.data.config import POLICIES
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
 
@@ -57,7 +59,7 @@ class SweepConfig:
     lambda_tok: list[float] = field(default_factory=lambda: [0.0, 2.0], metadata={"help": "search range [low, high]"})
     lambda_model: list[float] = field(default_factory=lambda: [0.0, 2.0], metadata={"help": "search range [low, high]"})
     codebook_grow: list[int] = field(default_factory=list, metadata={"help": "choices to search (none: the base run's value)"})
-    replay_policy: list[str] = field(default_factory=list, metadata={"help": "choices to search among uniform, relevance"})
+    replay_policy: list[str] = field(default_factory=list, metadata={"help": "choices to search", "choices": POLICIES})
     cpus_per_trial: float = field(default=0.5, metadata={"help": "CPUs of a trial's own process (evaluation); Train workers reserve theirs"})
     max_concurrent_trials: int = field(default=1, metadata={"help": "trials running at once"})
     seed: int = field(default=0, metadata={"help": "seed of the search algorithm"})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sonar_ray.config import check_choices
+
 POLICIES = ("uniform", "relevance")
 
 
@@ -33,8 +35,7 @@ class DataConfig:
     seed: int = field(default=0, metadata={"help": "seeds permutations, strata and crops"})
 
     def __post_init__(self):
-        if self.policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        check_choices(self)
         if not 0.0 <= self.replay_ratio <= 1.0:
             raise ValueError(f"replay_ratio must lie in [0, 1], got {self.replay_ratio}")
         if not 0.0 <= self.min_oversample <= 1.0 <= self.max_oversample:

@@ -73,7 +73,7 @@ def test_distillation_scope_picks_the_clips_each_term_applies_to(tmp_path):
     assert terms(new_only, distill_scope_tok="replay", distill_scope_model="replay") == (0.0, 0.0)
     assert terms(prior_only, distill_scope_tok="new", distill_scope_model="new") == (0.0, 0.0)
     assert terms(prior_only, distill_scope_tok="replay", distill_scope_model="replay") == pytest.approx(terms(prior_only))
-    with pytest.raises(ValueError, match="distill_scope_tok"):
+    with pytest.raises(ValueError, match="distill-scope-tok must be one of all, replay, new"):
         TrainConfig(distill_scope_tok="prior")
 
 
