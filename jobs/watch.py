@@ -1,7 +1,8 @@
 r"""Watch a bucket for new audio per domain and adapt each domain's current model on it.
 
     python jobs/watch.py --incoming s3://bucket/incoming/ --registry s3://bucket/registry/ \
-        --base s3://bucket/models/prior/model.pt [--interval 300] [--once [--wait]] \
+        --base s3://bucket/models/prior/model.pt --prior s3://bucket/prior/manifests/train.jsonl \
+        --probes s3://bucket/eval/ [--interval 300] [--once [--wait]] \
         [--min-new-clips N] [--min-new-hours H] [--ray-address http://HEAD:8265 | --inline]
 
 Prints one JSON report per poll. See docs/scheduled_adaptation.md.

@@ -33,12 +33,16 @@ class AdaptRequest:
     max_steps: int   # 0: the job's default
     config_file: str  # "" : the job's default
     evaluate: bool
+    prior: str       # prior (replay) audio
+    probes: str      # "": none (only without evaluation)
 
     def argv(self) -> list[str]:
         # --resume: a resubmission of the same attempt (its job forgotten by a restarted head)
         # continues that attempt's run; a retry gets a fresh output folder instead.
-        args = ["--domain", self.domain, "--data", self.data, "--base", self.base, "--output", self.output,
-                "--resume"]
+        args = ["--domain", self.domain, "--data", self.data, "--prior", self.prior, "--base", self.base,
+                "--output", self.output, "--resume"]
+        if self.probes:
+            args += ["--probes", self.probes]
         if self.max_steps:
             args += ["--max-steps", str(self.max_steps)]
         if self.config_file:

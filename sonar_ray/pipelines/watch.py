@@ -34,6 +34,8 @@ class WatchConfig:
     incoming: str = ""           # s3:// prefix or local folder with one sub-folder per domain
     registry: str = ""           # s3:// prefix or local folder holding the lineage registry
     base: str = ""               # checkpoint a domain without a current version is adapted from
+    prior: str = ""              # prior (replay) audio of every adaptation: folder/prefix or manifest URI
+    probes: str = ""             # corpus root with manifests/probes.jsonl the promotion gate scores on
     interval: float = 300.0      # seconds between polls when looping
     once: bool = False           # one poll, then exit (cron / Kubernetes CronJob)
     wait: bool = False           # with --once: poll until it held the lease and nothing is in flight
@@ -141,9 +143,12 @@ class _KeepAlive:
 
 class Watcher:
     def __init__(self, cfg: WatchConfig, runner: Runner | None = None):
-        for name in ("incoming", "registry", "base"):
+        for name in ("incoming", "registry", "base", "prior"):
             if not getattr(cfg, name):
                 raise ValueError(f"--{name} is required")
+        if cfg.evaluate and not cfg.probes:
+            raise ValueError("--probes is required: the promotion gate scores adaptations on them "
+                             "(--no-evaluate: versions wait for a manual promote)")
         self.cfg = cfg
         self.registry = Registry(cfg.registry, fence=self._check_lease)  # every registry write checks the lease
         self.runner = runner or (InlineRunner(cfg.adapt_script) if cfg.inline else
@@ -235,6 +240,7 @@ class Watcher:
             version=vid, domain=domain, parent=parent.version if parent else None, base=base,
             consumed=[list(o.identity) for o in new], manifest=manifest, output=self.registry.attempt_output(vid, 1),
             config={"max_steps": cfg.max_steps, "adapt_config": cfg.adapt_config, "evaluate": cfg.evaluate,
+                    "prior": cfg.prior, "probes": cfg.probes,
                     "max_forgetting": cfg.max_forgetting, "adaptability_tolerance": cfg.adaptability_tolerance},
             code_version=code_version(), job_id=f"sonar-adapt-{vid}-1")
         version.set_status("running", f"planned on {len(new)} new objects ({len(rows)} clips)")
@@ -245,7 +251,7 @@ class Watcher:
 
     def _request(self, v: Version) -> AdaptRequest:
         return AdaptRequest(v.job_id, v.domain, v.manifest, v.base, v.output, self.cfg.max_steps,
-                            self.cfg.adapt_config, self.cfg.evaluate)
+                            self.cfg.adapt_config, self.cfg.evaluate, self.cfg.prior, self.cfg.probes)
 
     def launch(self, v: Version) -> None:
         self._check_lease()

@@ -61,6 +61,12 @@ def test_commands_use_existing_entry_points_and_flags(manifest, script, argv):
         assert not unknown, f"{manifest}: {entry} does not accept {unknown}"
 
 
+@pytest.mark.parametrize("manifest,script,argv", COMMANDS, ids=[f"{m}:{s}" for m, s, _ in COMMANDS])
+def test_every_adaptation_deployed_names_its_prior_set_and_probes(manifest, script, argv):
+    """None falls back to demo data: an adaptation job, a sweep's base run and the watcher all name them."""
+    assert "--prior" in argv and "--probes" in argv, f"{manifest}: {script} {argv}"
+
+
 def test_files_named_inside_the_image_exist_in_the_checkout():
     paths = image_paths()
     assert paths

@@ -24,13 +24,16 @@ from sonar_ray import storage
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    for flag in ("--domain", "--data", "--base", "--output"):
+    for flag in ("--domain", "--data", "--prior", "--base", "--output"):
         p.add_argument(flag, required=True)
+    p.add_argument("--probes", default=None)
     p.add_argument("--max-steps", type=int, default=0)
     p.add_argument("--config", default="")
     p.add_argument("--no-evaluate", action="store_true")
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
+    if args.probes is None and not args.no_evaluate:
+        raise ValueError("--probes is missing")  # as jobs/adapt.py
 
     started = storage.join(args.output, "ray", "started")
     if storage.exists(started) and not args.resume:
@@ -61,7 +64,8 @@ def main() -> None:
         "adaptability": 0.5, "adaptability_base": 0.5, "forgetting": 0.0, "prior_base": 0.6, "prior_adapted": 0.6,
         **json.loads(os.environ.get("SONAR_STANDIN_METRICS", "{}"))}
     summary = {"model": model, "tokenizer": tokenizer, "steps": args.max_steps,
-               "config": {"domain": args.domain, "clips": good}, "metrics": metrics}
+               "config": {"domain": args.domain, "clips": good, "prior": args.prior, "probes": args.probes},
+               "metrics": metrics}
     storage.write_bytes_atomic(storage.join(args.output, "summary.json"), json.dumps(summary).encode())
     print(f"stand-in adapted {args.domain} on {good} clips ({len(bad)} skipped)", file=sys.stderr)
 

@@ -23,5 +23,6 @@ def watch_cfg(root) -> WatchConfig:
     base = storage.join(root, "models", "prior", "model.pt")
     storage.write_bytes_atomic(base, b"base-checkpoint")
     return WatchConfig(incoming=storage.join(root, "incoming"), registry=storage.join(root, "registry"),
-                       base=base, once=True, inline=True, adapt_script=STANDIN, lease_ttl=60.0,
+                       base=base, prior=storage.join(root, "prior", "manifests", "train.jsonl"),
+                       probes=storage.join(root, "eval"), once=True, inline=True, adapt_script=STANDIN, lease_ttl=60.0,
                        settle_seconds=0.0)

@@ -53,7 +53,8 @@ def main() -> None:
                         consumed=mine, manifest="", output="", config={}, code_version="", job_id="", status="promoted")
             registry.create(v)
         cfg = WatchConfig(incoming="s3://poll-cost/incoming/", registry="s3://poll-cost/registry/",
-                          base="s3://poll-cost/base.pt", once=True, inline=True)
+                          base="s3://poll-cost/base.pt", prior="s3://poll-cost/prior/", probes="s3://poll-cost/eval/",
+                          once=True, inline=True)
         t0 = time.perf_counter()
         report = Watcher(cfg).poll()
         t_poll = time.perf_counter() - t0

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from sonar_ray import storage
 from sonar_ray.pipelines.inventory import list_incoming, training_rows
@@ -41,6 +45,37 @@ def test_arrivals_make_a_promoted_version_then_nothing_then_a_child(watch_cfg):
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == ["a.wav", "c.wav"]
     assert registry.pointer("birds").version == v2.version
     assert registry.pointer("birds").history == [v1.version]
+
+
+def test_every_adaptation_gets_the_watchers_prior_set_and_probes(watch_cfg):
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    Watcher(watch_cfg).poll()
+    (v1,) = Registry(watch_cfg.registry).versions("birds")
+    ran = json.loads(storage.read_bytes(storage.join(v1.output, "summary.json")))["config"]  # the job's flags
+    assert (ran["prior"], ran["probes"]) == (watch_cfg.prior, watch_cfg.probes)
+    assert (v1.config["prior"], v1.config["probes"]) == (watch_cfg.prior, watch_cfg.probes)  # in the lineage
+
+
+def test_the_watcher_refuses_to_start_without_a_prior_set(tmp_path):
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "jobs" / "watch.py"),
+                          "--incoming", str(tmp_path / "in"), "--registry", str(tmp_path / "reg"),
+                          "--base", str(tmp_path / "model.pt"), "--probes", str(tmp_path), "--once"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: --prior is required"), line
+    Path(line.rsplit("traceback: ", 1)[1].rstrip(")")).unlink()
+    assert not (tmp_path / "reg").exists()  # nothing written
+
+
+def test_the_watcher_needs_probes_unless_it_does_not_evaluate(watch_cfg):
+    with pytest.raises(ValueError, match="--probes is required"):
+        Watcher(dataclasses.replace(watch_cfg, probes=""))
+    upload(watch_cfg.incoming, "birds", ["a.wav"])
+    Watcher(dataclasses.replace(watch_cfg, probes="", evaluate=False)).poll()  # --probes not forwarded
+    (v1,) = Registry(watch_cfg.registry).versions("birds")
+    assert v1.status != "failed", v1.reason
+    assert json.loads(storage.read_bytes(storage.join(v1.output, "summary.json")))["config"]["probes"] is None
 
 
 def test_too_much_forgetting_is_rejected_and_current_model_is_unchanged(watch_cfg):

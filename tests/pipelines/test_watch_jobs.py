@@ -19,12 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _watch_cmd(s3_bucket: str, dashboard: str, base: str, script: str, *extra: str,
-               lease_ttl: float = 3) -> list[str]:
+               lease_ttl: float = 3, prior: str = "", probes: str = "") -> list[str]:
     """A short TTL lets a second watcher take over a killed one's lease within the test; tests with a
     single watcher that trains for real pass a long one, since a loaded CI machine can delay a
     renewal by more than ttl/3 and the watcher then (rightly) stops writing."""
     return [sys.executable, str(REPO / "jobs" / "watch.py"), "--incoming", f"{s3_bucket}/incoming/",
             "--registry", f"{s3_bucket}/registry/", "--base", base, "--ray-address", dashboard,
+            "--prior", prior or f"{s3_bucket}/prior/manifests/train.jsonl", "--probes", probes or f"{s3_bucket}/eval/",
             "--python", sys.executable, "--adapt-script", script, "--once", "--lease-ttl", str(lease_ttl), *extra]
 
 
@@ -77,7 +78,8 @@ def test_watcher_killed_after_submission_resumes_without_a_duplicate(s3_bucket, 
 
 @pytest.mark.slow
 def test_real_adaptation_job_creates_a_promoted_version(s3_bucket, ray_head, tmp_path):
-    """The lead's jobs/adapt.py through the Jobs API on demo audio: one promoted version, then a child."""
+    """The lead's jobs/adapt.py through the Jobs API on demo audio: one promoted version, then a child.
+    The watcher forwards the tiny corpus as the prior set and the probes (no demo data is filled in)."""
     if not (REPO / "jobs" / "adapt.py").exists():
         pytest.skip("jobs/adapt.py is not there yet")
     beats = pytest.importorskip("sonar_ray.models.beats")
@@ -94,7 +96,7 @@ def test_real_adaptation_job_creates_a_promoted_version(s3_bucket, ray_head, tmp
         storage.write_bytes_atomic(f"{s3_bucket}/incoming/{domain}/{clip.name}", clip.read_bytes())
     cmd = _watch_cmd(s3_bucket, ray_head["dashboard_url"], base, str(REPO / "jobs" / "adapt.py"),
                      "--wait", "--max-steps", "2", "--max-forgetting", "1e9", "--adaptability-tolerance", "1e9",
-                     lease_ttl=120)
+                     lease_ttl=120, prior=str(demo / "manifests" / "train.jsonl"), probes=str(demo))
 
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -102,6 +104,8 @@ def test_real_adaptation_job_creates_a_promoted_version(s3_bucket, ray_head, tmp
     (v1,) = registry.versions(domain)
     assert v1.status == "promoted", v1.reason
     assert {"adaptability", "forgetting"} <= set(v1.metrics) and storage.exists(v1.checkpoint)
+    ran = json.loads(storage.read_bytes(storage.join(v1.output, "summary.json")))["config"]
+    assert (ran["prior"], ran["probes"]) == (str(demo / "manifests" / "train.jsonl"), str(demo))
 
     for clip in clips[2:4]:
         storage.write_bytes_atomic(f"{s3_bucket}/incoming/{domain}/{clip.name}", clip.read_bytes())
