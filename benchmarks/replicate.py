@@ -209,9 +209,10 @@ class Runner:
             s = self.adapt.main([
                 "--domain", run.domain, "--data", self.corpus, "--prior", run.data, "--probes", self.corpus,
                 "--base", run.base, "--output", out, "--seed", str(run.seed), "--max-steps", str(c.adapt_steps),
-                "--lr", str(c.adapt_lr), "--warmup-steps", str(c.adapt_warmup), "--replay-ratio", str(c.replay_ratio),
-                "--codebook-grow", str(c.codebook_grow), "--log-every", str(c.log_every),
+                "--lr", str(c.adapt_lr), "--warmup-steps", str(c.adapt_warmup), "--log-every", str(c.log_every),
                 "--checkpoint-every", str(max(1, c.adapt_steps // 2)), "--no-evaluate", *common, *c.adapt_flags,
+                *(["--replay-ratio", str(c.replay_ratio), "--codebook-grow", str(c.codebook_grow)]
+                  if run.method != "dcpt" else []),  # DCPT fixes both to 0
                 *METHODS[run.method]])
             rec = {"model": s["model"], "steps": s["steps"], "samples_seen": s["samples_seen"],
                    "train_seconds": s["wall_seconds"], "base": run.base,

@@ -67,6 +67,10 @@ def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp
         for name in ("summary.json", "metrics.jsonl", "bad_inputs.json", "tokenizer.pt", "predictor.pt"):
             assert (Path(run["output"]) / name).exists(), name
     assert dcpt["final_metrics"]["replay_share"] == 0.0 and sonar["final_metrics"]["replay_share"] == 0.5
+    ran = {k: dcpt["config"][k] for k in ("replay_ratio", "lambda_tok", "lambda_model", "codebook_reanchor",
+                                           "codebook_grow")}
+    assert ran == {"replay_ratio": 0.0, "lambda_tok": 0.0, "lambda_model": 0.0, "codebook_reanchor": False,
+                   "codebook_grow": 0}  # summary.json records what ran
     replay = json.loads((Path(sonar["output"]) / "summary.json").read_text())["data"]
     assert len(replay["strata_shares"]) == len(replay["strata_sizes"]) and sum(replay["strata_shares"]) == pytest.approx(1, abs=1e-3)
     assert 1.0 <= replay["effective_strata"] <= len(replay["strata_shares"]) and 1.0 <= replay["max_oversampling"] <= 4.0
