@@ -17,14 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sonar_ray.config import parse_cli, run_job
-from sonar_ray.train.inputs import demo_corpus
 from sonar_ray.train.pretrain import PretrainConfig, pretrain
 
 
 def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     cfg = parse_cli(PretrainConfig, argv, description=__doc__)
-    if cfg.data is None:
+    if cfg.data is None:  # the bare demo command
+        from sonar_ray.demo.inputs import demo_corpus
+
         cfg.data = demo_corpus()
     files = pretrain(cfg)
     print(f"\n== pre-training done in {time.time() - t0:.0f}s; base model files:")

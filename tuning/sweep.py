@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None) -> tuple[SweepConfig, list[str]]:
 
 def smoke_inputs() -> list[str]:
     """The tiny demo corpus and a tiny base model pre-trained on it (both built once under $SONAR_HOME)."""
-    from sonar_ray.train.inputs import demo_base_model, demo_corpus
+    from sonar_ray.demo.inputs import demo_base_model, demo_corpus
     from sonar_ray.train.pretrain import PretrainConfig
 
     corpus = demo_corpus("tiny")

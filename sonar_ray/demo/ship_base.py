@@ -3,7 +3,7 @@
     python jobs/pretrain.py --output /tmp/base                 # the default recipe on the demo corpus
     python -m sonar_ray.demo.ship_base /tmp/base --wall-seconds 700
 
-`make demo` then adapts this model instead of pre-training one (`sonar_ray.train.inputs.shipped_base_model`
+`make demo` then adapts this model instead of pre-training one (`sonar_ray.demo.inputs.shipped_base_model`
 uses it only while the corpus version and the recipe match the card). The card, recipe.json, records the
 corpus version, the recipe, the command, the wall time, each stage's health on the held-out prior clips,
 and frozen-probe scores on the prior tasks against a random-init model of the same size.
@@ -54,7 +54,8 @@ def measure(run: Path, corpus: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     from sonar_ray.demo import CORPUS_VERSION
-    from sonar_ray.train.inputs import SHIPPED_BASE, demo_base_recipe, demo_corpus, recipe_key
+    from sonar_ray.demo.inputs import SHIPPED_BASE, demo_base_recipe, demo_corpus
+    from sonar_ray.train.pretrain import recipe_key
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="output folder of jobs/pretrain.py run with the default recipe")

@@ -1,94 +1,15 @@
-"""Where a run's inputs come from: the user's URIs, or the bundled demo (built on first use).
-
-The demo lives under $SONAR_HOME (default ~/.cache/sonar-ray), so a local run and a job submitted
-to a local cluster share one corpus and one base model.
-"""
+"""Where a run's inputs come from: the user's URIs, or, for a demo run only, the demo corpus and
+demo base model (`sonar_ray.demo.inputs`, built on first use)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from sonar_ray import storage
 from sonar_ray.data import DataConfig
-from sonar_ray.data.manifest import TRAIN_MANIFEST
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-
-
-def sonar_home() -> Path:
-    return Path(os.environ.get("SONAR_HOME", Path.home() / ".cache" / "sonar-ray"))
-
-
-def demo_corpus(scale: str = "demo") -> str:
-    """The demo corpus root, generated once per generator version."""
-    from sonar_ray.demo import CORPUS_VERSION, generate_corpus
-
-    root = sonar_home() / f"corpus-{scale}-v{CORPUS_VERSION}"
-    if not (root / TRAIN_MANIFEST).exists():
-        print(f"building the demo corpus ({scale} scale) in {root} (once)", flush=True)
-        generate_corpus(str(root), scale=scale)
-    return str(root)
-
-
-def demo_base_recipe(corpus: str, recipe=None):
-    """The PretrainConfig of a demo base model on `corpus` (default recipe: PretrainConfig's defaults)."""
-    from sonar_ray.train.pretrain import PretrainConfig
-
-    return replace(recipe or PretrainConfig(), data=corpus, output=None, resume=True)
-
-
-# PretrainConfig fields that do not change the model a recipe makes.
-NOT_RECIPE = ("data", "output", "resume", "wandb", "ray_address", "gates")
-
-
-def recipe_key(recipe) -> dict:
-    """What makes a base model: the recipe without where it reads / writes and how it logs."""
-    from sonar_ray.config import to_dict
-
-    return {k: v for k, v in to_dict(recipe).items() if k not in NOT_RECIPE}
-
-
-def demo_base_dir(corpus: str, recipe=None, name: str = "base") -> Path:
-    """Named after the corpus and the recipe: changing either trains a new base model."""
-    spec = json.dumps({"corpus": corpus, **recipe_key(demo_base_recipe(corpus, recipe))}, sort_keys=True)
-    return sonar_home() / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
-
-
-# The demo base model, pre-trained once with jobs/pretrain.py and shipped (model.pt, tokenizer.pt,
-# predictor.pt and recipe.json: corpus version, recipe, command, health, wall time).
-SHIPPED_BASE = Path(__file__).resolve().parents[1] / "demo" / "base"
-
-
-def shipped_base_model(recipe=None) -> str | None:
-    """The shipped model.pt when it was made from this corpus version with this recipe, else None."""
-    from sonar_ray.demo import CORPUS_VERSION
-
-    card = SHIPPED_BASE / "recipe.json"
-    if not card.exists():
-        return None
-    made = json.loads(card.read_text())
-    if made["corpus_version"] != CORPUS_VERSION or made["recipe"] != recipe_key(demo_base_recipe("", recipe)):
-        return None
-    return str(SHIPPED_BASE / artifacts.MODEL)
-
-
-def demo_base_model(corpus: str, recipe=None, name: str = "base") -> str:
-    """model.pt of a base model pre-trained on `corpus` with `recipe`: the shipped one when it matches,
-    else trained once under $SONAR_HOME."""
-    from sonar_ray.train.pretrain import pretrain
-
-    shipped = shipped_base_model(recipe)
-    if shipped is not None:
-        return shipped
-    out = demo_base_dir(corpus, recipe, name)
-    if not (out / artifacts.MODEL).exists():
-        print(f"pre-training the demo base model in {out} (once)", flush=True)
-        pretrain(replace(demo_base_recipe(corpus, recipe), output=str(out)))
-    return str(out / artifacts.MODEL)
 
 
 INPUTS = ("data", "prior", "probes", "base")  # what --demo fills in
@@ -114,20 +35,16 @@ def require_inputs(cfg: TrainConfig) -> None:
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
     """Fill the inputs (demo corpus and base model only for a demo run) and the output folder;
     returns (cfg, paths)."""
-    given = {name: getattr(cfg, name) for name in INPUTS}
-    if not uses_demo(cfg):
+    if uses_demo(cfg):
+        from sonar_ray.demo.inputs import fill_demo_inputs  # demo runs only: training never needs the demo package
+
+        cfg = fill_demo_inputs(cfg)
+    else:
         require_inputs(cfg)
-    elif any(uri is None for name, uri in given.items() if name != "base" or cfg.method != "scratch"):
-        corpus = demo_corpus()
-        demo = {"data": storage.join(corpus, TRAIN_MANIFEST), "prior": storage.join(corpus, TRAIN_MANIFEST),
-                "probes": corpus}
-        given = {name: demo.get(name) if uri is None else uri for name, uri in given.items()}
-        if given["base"] is None and cfg.method != "scratch":
-            given["base"] = demo_base_model(corpus)
     output = cfg.output or str(Path("outputs") / f"{cfg.method}-{cfg.domain}")
     if not storage.is_remote(output):
         output = str(Path(output).resolve())
-    cfg = replace(cfg, **given, output=output)
+    cfg = replace(cfg, output=output)
     base = cfg.base
     paths = {"base": base}
     if base is not None:

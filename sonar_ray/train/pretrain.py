@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from sonar_ray import storage
+from sonar_ray.config import to_dict
 from sonar_ray.data import prepare_data
 from sonar_ray.objectives.random_projection import RandomProjectionConfig, RandomProjectionTokenizer, median_patch_level
 from sonar_ray.train import artifacts
@@ -74,6 +75,15 @@ class PretrainConfig:
                      "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+# PretrainConfig fields that do not change the model a recipe makes.
+NOT_RECIPE = ("data", "output", "resume", "wandb", "ray_address", "gates")
+
+
+def recipe_key(recipe: PretrainConfig) -> dict:
+    """What makes a base model: the recipe without where it reads / writes and how it logs."""
+    return {k: v for k, v in to_dict(recipe).items() if k not in NOT_RECIPE}
 
 
 def gate_failures(cfg: PretrainConfig, stage: str, health: dict) -> list[str]:
@@ -143,7 +153,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Runs the stages not yet done; returns the URIs of the base model files. `<output>/summary.json`
     records the recipe, each stage's held-out health and the wall time."""
     from sonar_ray.cluster import init_ray
-    from sonar_ray.train.inputs import recipe_key
 
     t0 = time.time()
     init_ray(cfg.ray_address)
