@@ -64,7 +64,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         raise ValueError(f"no usable clips left (new: {len(new)}, prior: {len(prior)}); see the bad-input report")
     if not relevance:
         prior["stratum"] = 0
-        return PreparedData(new, prior, np.ones(1), bad)
+        return PreparedData(new, prior, np.ones(1) if len(prior) else np.zeros(0), bad)  # no prior: no stratum
     prior_emb, new_emb = np.stack(prior["embedding"]), np.stack(new["embedding"])
     if "stratum" in prior.columns:
         prior["stratum"] = pd.factorize(prior["stratum"], sort=True)[0]

@@ -28,6 +28,19 @@ def stream_cfg(tiny_corpus, tmp_path_factory):
     return config(tiny_corpus, tmp_path_factory.mktemp("stream"))
 
 
+def test_without_replay_no_prior_set_is_needed(s3_server, ray_local, tiny_corpus, tmp_path):
+    """DCPT given no --prior: nothing to inspect or replay, every batch all new-domain clips."""
+    from sonar_ray.data.stream import make_sampler
+
+    cfg = config(tiny_corpus, tmp_path, prior_uri="", replay_ratio=0.0, policy="uniform")
+    prepared = prepare_data(cfg)
+    assert len(prepared.new) == 6 and prepared.prior.empty and len(prepared.shares) == 0 and prepared.replay == {}
+    sampler = make_sampler(cfg, prepared)
+    plans = [next(sampler) for _ in range(3)]
+    assert all(len(p.uris) == cfg.batch_size and not any(p.is_prior) for p in plans)
+    assert {u for p in plans for u in p.uris} <= set(prepared.new["uri"])
+
+
 def test_batches_follow_the_contract_and_resume_reproduces_the_stream(s3_server, ray_local, stream_cfg):
     prepared = prepare_data(stream_cfg)
     assert len(prepared.new) == 6 and len(prepared.prior) == 6 and prepared.bad.empty
