@@ -57,7 +57,10 @@ def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp
     strong = ["--lr", "3e-3", "--warmup-steps", "1", "--max-steps", "6", "--no-evaluate"]
     sonar = adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "sonar"), *strong,
                                        "--lambda-model", "20", "--codebook-grow", "4"))
-    dcpt = adapt.main(tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "dcpt"), *strong, "--method", "dcpt"))
+    dcpt_args = tiny_adapt_args(tiny_corpus, tiny_base, str(tmp_path / "dcpt"), *strong, "--method", "dcpt")
+    at = dcpt_args.index("--prior")
+    del dcpt_args[at:at + 2]  # DCPT replays nothing: it needs no prior set
+    dcpt = adapt.main(dcpt_args)
 
     for run in (sonar, dcpt):
         assert run["steps"] == 6
@@ -67,6 +70,7 @@ def test_sonar_stays_closer_to_its_teacher_than_dcpt(tiny_corpus, tiny_base, tmp
         for name in ("summary.json", "metrics.jsonl", "bad_inputs.json", "tokenizer.pt", "predictor.pt"):
             assert (Path(run["output"]) / name).exists(), name
     assert dcpt["final_metrics"]["replay_share"] == 0.0 and sonar["final_metrics"]["replay_share"] == 0.5
+    assert dcpt["config"]["prior"] is None and dcpt["data"]["prior_clips"] == 0
     ran = {k: dcpt["config"][k] for k in ("replay_ratio", "lambda_tok", "lambda_model", "codebook_reanchor",
                                            "codebook_grow")}
     assert ran == {"replay_ratio": 0.0, "lambda_tok": 0.0, "lambda_model": 0.0, "codebook_reanchor": False,
