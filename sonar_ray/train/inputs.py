@@ -38,7 +38,7 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
     if uses_demo(cfg):
         from sonar_ray.demo.inputs import fill_demo_inputs  # demo runs only: training never needs the demo package
 
-        cfg = fill_demo_inputs(cfg)
+        cfg = fill_demo_inputs(replace(cfg, demo=True))  # recorded: this run used demo inputs
     else:
         require_inputs(cfg)
     output = cfg.output or str(Path("outputs") / f"{cfg.method}-{cfg.domain}")

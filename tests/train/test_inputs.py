@@ -90,10 +90,20 @@ def test_a_missing_input_is_named_and_never_filled_with_demo_data(argv, missing,
 def test_an_input_a_run_does_not_use_may_be_left_out(argv, tmp_path, monkeypatch):
     monkeypatch.setenv("SONAR_HOME", str(tmp_path))
     cfg, _ = inputs.resolve(parse_cli(TrainConfig, argv))
-    assert cfg.data == "new/" and not any(tmp_path.iterdir())  # no demo corpus built
+    assert cfg.data == "new/" and not cfg.demo and not any(tmp_path.iterdir())  # no demo corpus built
 
 
 def test_demo_inputs_only_for_the_bare_demo_command_or_demo_flag():
     assert inputs.uses_demo(parse_cli(TrainConfig, ["--domain", "music", "--method", "dcpt"]))
     assert inputs.uses_demo(parse_cli(TrainConfig, ["--demo", "--data", "new/"]))
     assert not inputs.uses_demo(parse_cli(TrainConfig, ["--base", "m.pt"]))
+
+
+def test_a_demo_run_fills_only_what_was_not_given_and_records_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SONAR_HOME", str(tmp_path))
+    root = demo_inputs.demo_corpus("tiny")
+    monkeypatch.setattr(demo_inputs, "demo_corpus", lambda: root)  # the tiny corpus stands in for the demo one
+    cfg, _ = inputs.resolve(parse_cli(TrainConfig, ["--demo", "--data", "new/", "--method", "scratch",
+                                                    "--output", str(tmp_path / "out")]))
+    assert (cfg.data, cfg.prior, cfg.probes, cfg.base) == ("new/", f"{root}/manifests/train.jsonl", root, None)
+    assert cfg.demo
