@@ -77,6 +77,7 @@ def test_watcher_killed_after_submission_resumes_without_a_duplicate(s3_bucket, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two real adaptations through the Jobs API: ~5 min each on a loaded 2-core machine
 def test_real_adaptation_job_creates_a_promoted_version(s3_bucket, ray_head, tmp_path):
     """The lead's jobs/adapt.py through the Jobs API on demo audio: one promoted version, then a child.
     The watcher forwards the tiny corpus as the prior set and the probes (no demo data is filled in)."""
