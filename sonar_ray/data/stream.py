@@ -70,6 +70,8 @@ def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: Prepare
     """
     import ray
 
+    from sonar_ray.data.backoff import IdleBackoff
+
     prepared = prepared or prepare_data(cfg)
     sampler = make_sampler(cfg, prepared)
     plans = [p for p in [next(sampler) for _ in range(cfg.num_batches)][start_batch:stop_batch]
@@ -77,6 +79,8 @@ def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: Prepare
     items = [{"batch_index": p.index, "uris": p.uris, "starts": p.starts, "is_prior": p.is_prior} for p in plans]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     ds.context.execution_options.preserve_order = True  # a single reader sees batches in index order
+    if IdleBackoff not in ds.context.custom_execution_callback_classes:
+        ds.context.custom_execution_callback_classes.append(IdleBackoff)
     return ds.map_batches(load_batch, batch_size=1, fn_kwargs={"clip_seconds": cfg.clip_seconds,
                                                                "retries": cfg.read_retries})
 
