@@ -63,10 +63,12 @@ class TrainConfig:
     lambda_tok: float | None = field(**_knob(
         "lambda_tok", "weight of tokenizer-level distillation: KL from the teacher's predicted code distribution (README)"))
     lambda_model: float | None = field(**_knob("lambda_model", "weight of model-level (feature) distillation"))
-    distill_scope_tok: str = field(default="all", **_help(
-        "clips the tokenizer-level term applies to: all | replay (prior clips) | new", choices=DISTILL_SCOPES))
-    distill_scope_model: str = field(default="all", **_help(
-        "clips the model-level term applies to: all | replay (prior clips) | new", choices=DISTILL_SCOPES))
+    # Default by measurement (README, "Distillation scope"): replay-only let the new domain move more
+    # with no loss on the prior, on held-out masked prediction.
+    distill_scope_tok: str = field(default="replay", **_help(
+        "clips the tokenizer-level term applies to: replay (prior clips) | all | new", choices=DISTILL_SCOPES))
+    distill_scope_model: str = field(default="replay", **_help(
+        "clips the model-level term applies to: replay (prior clips) | all | new", choices=DISTILL_SCOPES))
     distill_kind: str = field(default="cosine", **_help("feature distance", choices=("cosine", "mse")))
     distill_layers: list[int] = field(default_factory=lambda: [-1], **_help("encoder layers to distill"))
     codebook_reanchor: bool | None = field(**_knob("codebook_reanchor", "re-anchor under-used codes toward new-domain features"))

@@ -69,10 +69,12 @@ def test_distillation_scope_picks_the_clips_each_term_applies_to(tmp_path):
         return logs["loss_tok"].item(), logs["loss_model"].item()
 
     new_only, prior_only = _batch((False,) * 4), _batch((True,) * 4)
-    assert min(terms(new_only)) > 0 and min(terms(prior_only)) > 0
+    assert terms(new_only) == (0.0, 0.0)  # the default: replayed clips only
+    everywhere = {"distill_scope_tok": "all", "distill_scope_model": "all"}
+    assert min(terms(new_only, **everywhere)) > 0 and min(terms(prior_only, **everywhere)) > 0
     assert terms(new_only, distill_scope_tok="replay", distill_scope_model="replay") == (0.0, 0.0)
     assert terms(prior_only, distill_scope_tok="new", distill_scope_model="new") == (0.0, 0.0)
-    assert terms(prior_only, distill_scope_tok="replay", distill_scope_model="replay") == pytest.approx(terms(prior_only))
+    assert terms(prior_only) == pytest.approx(terms(prior_only, **everywhere))
     with pytest.raises(ValueError, match="distill-scope-tok must be one of all, replay, new"):
         TrainConfig(distill_scope_tok="prior")
 
