@@ -86,6 +86,9 @@ def recipe_key(recipe: PretrainConfig) -> dict:
     return {k: v for k, v in to_dict(recipe).items() if k not in NOT_RECIPE}
 
 
+MIN_GATE_CLIPS = 8  # fewer held-out clips cannot tell a healthy stage from a collapsed one
+
+
 def gate_failures(cfg: PretrainConfig, stage: str, health: dict) -> list[str]:
     """What a stage's held-out health (per source) fails of the thresholds; [] when it passes."""
     fails = []
@@ -143,6 +146,10 @@ def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
     if not holdout.clips:
         raise ValueError(f"{cfg.data}: too few usable clips to pre-train on (need at least 2)")
     fbank, pad = holdout.clips["prior"]
+    if cfg.gates and len(fbank) < MIN_GATE_CLIPS:  # measured: 1 held-out clip gave -3.6 nats after a healthy fit
+        raise HealthGateError(f"{cfg.data}: only {len(fbank)} held-out clip(s) to judge the health gates on "
+                              f"(need {MIN_GATE_CLIPS}, i.e. about {8 * MIN_GATE_CLIPS} usable clips); "
+                              "give more data, or --no-gates to train without them")
     rp = RandomProjectionTokenizer(RandomProjectionConfig(num_codes=cfg.iter1_codes, seed=cfg.seed,
                                                           level=round(median_patch_level(fbank, pad), 4)))
     artifacts.save_label_tokenizer(rp, uri)

@@ -70,3 +70,16 @@ def test_gates_name_the_failing_metric_and_value():
     assert gate_failures(cfg, "iter1", {}) == ["no held-out clips to measure it on"]
     with pytest.raises(ValueError, match="iter2_accuracy"):
         PretrainConfig(iter2_accuracy=[0.9, 0.1])
+
+
+def test_gates_on_too_few_held_out_clips_stop_before_any_training(s3_server, ray_local, tiny_corpus, tmp_path):
+    """The tiny corpus holds out 1 prior clip: a healthy 100-step stage scored -3.6 nats on it."""
+    from pathlib import Path
+
+    from sonar_ray.config import parse_cli
+    from sonar_ray.train.pretrain import MIN_GATE_CLIPS, pretrain
+
+    args = ["--data", tiny_corpus, "--output", str(tmp_path / "base"), "--preset", "tiny", "--no-wandb"]
+    with pytest.raises(HealthGateError, match=rf"only 1 held-out clip\(s\) .* \(need {MIN_GATE_CLIPS}"):
+        pretrain(parse_cli(PretrainConfig, args))
+    assert not (Path(tmp_path) / "base" / "iter1").exists()  # nothing was trained
