@@ -77,5 +77,5 @@ def test_after_a_killed_worker_every_batch_is_trained_once_and_resume_refuses_ch
 
     with pytest.raises(ValueError, match=r"--replay-ratio 0.5 -> 0.25"):
         driver.fit(replace(cfg, replay_ratio=0.25, resume=True), {}, data_config(cfg))
-    with pytest.raises(ValueError, match=r"--lambda-model 1.0 -> 0.5; --num-workers 2 -> 1"):
-        driver.fit(replace(cfg, lambda_model=0.5, num_workers=1, resume=True), {}, data_config(cfg))
+    with pytest.raises(ValueError, match=r"--lr 0.0002 -> 0.001; --num-workers 2 -> 1"):
+        driver.fit(replace(cfg, lr=1e-3, num_workers=1, resume=True), {}, data_config(cfg))
