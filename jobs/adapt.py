@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.evaluate and cfg.base and cfg.probes:
         from sonar_ray.eval.suite import compare
 
-        metrics = compare(cfg.base, run.model, cfg.probes, cfg.domain)
+        metrics = compare(cfg.base, run.model, cfg.probes, cfg.domain, other_domains=cfg.eval_other_domains)
         metrics.pop("per_task", None)
 
     # --- report

@@ -140,7 +140,7 @@ def adapt_and_evaluate(cfg: TrainConfig) -> dict:
         prepared = prepare_data(data_cfg)
         write_bad_input_report(cfg.output, prepared.bad)
         model = fit(cfg, paths, data_cfg, prepared).model
-    metrics = compare(cfg.base, model, cfg.probes, cfg.domain)
+    metrics = compare(cfg.base, model, cfg.probes, cfg.domain, other_domains=cfg.eval_other_domains)
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 

@@ -139,13 +139,32 @@ def _jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
 
 
-def generate_corpus(out: str, scale: str = "tiny", seed: int = 0, workers: int | None = None) -> dict:
-    """Generate the corpus under `out` (folder or URI); returns a summary (files, bytes, seconds)."""
+def _read_rows(out: str, manifest: str) -> list[dict]:
+    uri = storage.join(out, manifest)
+    return [json.loads(line) for line in storage.read_bytes(uri).decode().splitlines()] if storage.exists(uri) else []
+
+
+def built_domains(out: str) -> set[str]:
+    """Domains whose files the corpus under `out` holds: those its train manifest lists (written last)."""
+    return {r["domain"] for r in _read_rows(out, TRAIN_MANIFEST)}
+
+
+def generate_corpus(out: str, scale: str = "tiny", seed: int = 0, workers: int | None = None,
+                    domains: list[str] | None = None) -> dict:
+    """Generate the corpus under `out` (folder or URI); returns a summary (files, bytes, seconds).
+
+    `domains` generates only those domains' files and adds them to the manifests already there, so a
+    corpus grown one domain at a time has the manifests, row order included, of one built at once.
+    """
     started = time.perf_counter()
     plan = SCALES[scale]
-    specs = plan_corpus(plan, seed)
+    every = plan_corpus(plan, seed)
+    unknown = sorted(set(domains or ()) - set(DOMAINS))
+    if unknown:
+        raise ValueError(f"unknown demo domains {unknown}; the demo has {list(DOMAINS)}")
+    specs = [s for s in every if domains is None or s.domain in domains]
     workers = workers or plan.workers
-    writer, train_rows, probe_rows = _Writer(out), [], []
+    writer, new_rows = _Writer(out), []
     if workers > 1:  # spawn: forking a process that runs Ray or a server thread is unsafe
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(render, specs, chunksize=16)
@@ -154,12 +173,17 @@ def generate_corpus(out: str, scale: str = "tiny", seed: int = 0, workers: int |
     try:
         for path, data, row in progress.bar(results, desc="corpus", total=len(specs), unit="file"):
             writer.add(path, data)
-            (probe_rows if "task" in row else train_rows).append(row)
+            new_rows.append(row)
     finally:
         if pool:
             pool.shutdown()
     writer.flush()
-    storage.write_bytes_atomic(storage.join(out, TRAIN_MANIFEST), _jsonl(train_rows))
-    storage.write_bytes_atomic(storage.join(out, PROBE_MANIFEST), _jsonl(probe_rows))
+    made = {s.domain for s in specs}
+    order = {f"{s.path}.": i for i, s in enumerate(every)}  # plan order, whatever order domains were built in
+    for manifest, probe in ((PROBE_MANIFEST, True), (TRAIN_MANIFEST, False)):  # train last: it marks completion
+        kept = [r for r in _read_rows(out, manifest) if r["domain"] not in made] if domains is not None else []
+        rows = kept + [r for r in new_rows if ("task" in r) == probe]
+        rows.sort(key=lambda r: order[r["path"].rsplit(".", 1)[0] + "."])
+        storage.write_bytes_atomic(storage.join(out, manifest), _jsonl(rows))
     return {"out": out, "scale": scale, "seed": seed, "files": len(specs), "bytes": writer.bytes,
             "seconds": round(time.perf_counter() - started, 2)}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sonar_ray import demo, storage
 from sonar_ray.data.manifest import TRAIN_MANIFEST
+from sonar_ray.demo.corpus import built_domains
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.pretrain import PretrainConfig, pretrain, recipe_key
@@ -24,12 +25,14 @@ def sonar_home() -> Path:
     return Path(os.environ.get("SONAR_HOME", Path.home() / ".cache" / "sonar-ray"))
 
 
-def demo_corpus(scale: str = "demo") -> str:
-    """The demo corpus root, generated once per generator version."""
+def demo_corpus(scale: str = "demo", domains: list[str] | None = None) -> str:
+    """The demo corpus root, generated once per generator version: the given domains (default: all) are
+    built when missing, so a demo run waits only for the domains it uses."""
     root = sonar_home() / f"corpus-{scale}-v{demo.CORPUS_VERSION}"
-    if not (root / TRAIN_MANIFEST).exists():
-        print(f"building the demo corpus ({scale} scale) in {root} (once)", flush=True)
-        demo.generate_corpus(str(root), scale=scale)
+    missing = [d for d in demo.DOMAINS if d in (domains or demo.DOMAINS) and d not in built_domains(str(root))]
+    if missing:
+        print(f"building the demo corpus ({scale} scale, {', '.join(missing)}) in {root} (once)", flush=True)
+        demo.generate_corpus(str(root), scale=scale, domains=missing)
     return str(root)
 
 
@@ -78,7 +81,7 @@ def fill_demo_inputs(cfg: TrainConfig) -> TrainConfig:
     needed = ["data", "prior", "probes"] + (["base"] if cfg.method != "scratch" else [])
     if all(getattr(cfg, name) is not None for name in needed):
         return cfg
-    corpus = demo_corpus()
+    corpus = demo_corpus(domains=["prior", cfg.domain])  # a domain the demo lacks fails on its empty source
     manifest = storage.join(corpus, TRAIN_MANIFEST)
     return replace(cfg, data=cfg.data or manifest, prior=cfg.prior or manifest, probes=cfg.probes or corpus,
                    base=cfg.base or (demo_base_model(corpus) if cfg.method != "scratch" else None))

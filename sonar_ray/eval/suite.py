@@ -61,14 +61,20 @@ def task_scores(table: pd.DataFrame, model: str) -> tuple[dict[str, float], dict
 
 def compare(base_ckpt: str, adapted_ckpt: str, corpus_root: str, domain: str, *, tasks: list[str] | None = None,
             spec: EmbeddingSpec | None = None, probe: ProbeConfig | None = None,
-            cache_dir: str = DEFAULT_CACHE_DIR, use_ray: bool = False, prior_domain: str = "prior") -> dict:
+            cache_dir: str = DEFAULT_CACHE_DIR, use_ray: bool = False, prior_domain: str = "prior",
+            other_domains: bool = False) -> dict:
     """Adaptability and forgetting of `adapted_ckpt` against `base_ckpt` on the corpus's probe tasks.
 
     Returns `metrics.adaptation_summary` (adaptability, adaptability_base, adaptability_gain,
     forgetting, forgetting_relative, prior_base, prior_adapted, other_domains, other_domains_mean)
     plus `per_task`: the evaluation table's rows for both models ("base", "adapted"). `tasks`
-    ("domain" or "domain/task") defaults to every task; it must include the prior-domain ones.
+    ("domain" or "domain/task") defaults to the new domain's and the prior domain's tasks, all that
+    adaptability and forgetting need; `other_domains` adds every other domain's (generality, at the cost
+    of embedding their clips with both models: half the demo's evaluation time). Given `tasks` must
+    include the prior-domain ones.
     """
+    if tasks is None and not other_domains:
+        tasks = [domain, prior_domain]
     table = evaluate_models({"base": base_ckpt, "adapted": adapted_ckpt}, load_tasks(corpus_root, tasks),
                             spec, probe, cache_dir, use_ray)
     base, task_domain = task_scores(table, "base")

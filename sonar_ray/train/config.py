@@ -106,6 +106,8 @@ class TrainConfig:
     wandb: bool = field(default=True, **_help("log to wandb (offline unless WANDB_MODE says otherwise)"))
     wandb_project: str = field(default="sonar-ray", **_help("wandb project"))
     evaluate: bool = field(default=True, **_help("evaluate the adapted model against its base at the end"))
+    eval_other_domains: bool = field(default=False, **_help(
+        "also probe the probe corpus's other domains (generality); off: the new domain and prior tasks only"))
     ray_address: str | None = field(default=None, **_help("Ray cluster address (default: $RAY_ADDRESS or a local Ray)"))
 
     def __post_init__(self):

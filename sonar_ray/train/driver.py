@@ -88,8 +88,8 @@ def ingest_config():
 
 RUN_CONFIG = "run_config.json"
 # Settings --resume may change: they do not alter what the run computes.
-RESUMABLE = ("resume", "demo", "stop_after", "evaluate", "probes", "wandb", "wandb_project", "ray_address", "max_failures",
-             "log_every", "checkpoint_every", "cpus_per_worker", "gpus_per_worker")
+RESUMABLE = ("resume", "demo", "stop_after", "evaluate", "eval_other_domains", "probes", "wandb", "wandb_project",
+             "ray_address", "max_failures", "log_every", "checkpoint_every", "cpus_per_worker", "gpus_per_worker")
 
 
 def check_resume(cfg: TrainConfig, output: str) -> None:

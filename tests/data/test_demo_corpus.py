@@ -91,3 +91,15 @@ def test_cli_writes_a_corpus(tmp_path):
 
     summary = main(["--scale", "tiny", "--out", str(tmp_path / "cli"), "--seed", "3"])
     assert summary["files"] > 100 and (tmp_path / "cli/manifests/probes.jsonl").exists()
+
+
+def test_a_corpus_grown_one_domain_at_a_time_equals_one_built_at_once(tiny_corpus, tmp_path):
+    from sonar_ray.demo.corpus import built_domains
+
+    root = tmp_path / "grown"
+    generate_corpus(str(root), "tiny", seed=0, domains=["speech", "prior"])
+    assert built_domains(str(root)) == {"prior", "speech"}
+    assert not (root / "audio" / "music").exists()  # a demo run waits only for the domains it uses
+    assert {r["domain"] for r in rows(root, "probes.jsonl")} == {"prior", "speech"}
+    generate_corpus(str(root), "tiny", seed=0, domains=["music", "bioacoustics", "environmental"])
+    assert digest(root) == digest(Path(tiny_corpus))  # same files, same manifests in the same order

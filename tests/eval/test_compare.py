@@ -25,7 +25,8 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def test_unchanged_model_forgets_nothing(probe_corpus, checkpoints, cache_dir):
-    result = compare(checkpoints["base"], checkpoints["same"], str(probe_corpus), "speech", cache_dir=str(cache_dir))
+    result = compare(checkpoints["base"], checkpoints["same"], str(probe_corpus), "speech", cache_dir=str(cache_dir),
+                     other_domains=True)
     assert result["forgetting"] == 0.0 and result["forgetting_relative"] == 0.0
     assert result["adaptability"] == result["adaptability_base"] and result["adaptability_gain"] == 0.0
     assert set(result["other_domains"]) == {"music", "environmental"}
@@ -52,3 +53,9 @@ def test_compare_refuses_without_prior_tasks(probe_corpus, checkpoints, cache_di
     with pytest.raises(NotEvaluatedError, match="prior"):
         compare(checkpoints["base"], checkpoints["same"], str(probe_corpus), "speech", tasks=["speech"],
                 cache_dir=str(cache_dir))
+
+
+def test_compare_probes_only_the_new_and_prior_domains_by_default(probe_corpus, checkpoints, cache_dir):
+    result = compare(checkpoints["base"], checkpoints["damaged"], str(probe_corpus), "speech", cache_dir=str(cache_dir))
+    assert {r["domain"] for r in result["per_task"]} == {"speech", "prior"}
+    assert result["other_domains"] == {}

@@ -102,7 +102,7 @@ def test_demo_inputs_only_for_the_bare_demo_command_or_demo_flag():
 def test_a_demo_run_fills_only_what_was_not_given_and_records_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SONAR_HOME", str(tmp_path))
     root = demo_inputs.demo_corpus("tiny")
-    monkeypatch.setattr(demo_inputs, "demo_corpus", lambda: root)  # the tiny corpus stands in for the demo one
+    monkeypatch.setattr(demo_inputs, "demo_corpus", lambda **_: root)  # the tiny corpus stands in for the demo one
     cfg, _ = inputs.resolve(parse_cli(TrainConfig, ["--demo", "--data", "new/", "--method", "scratch",
                                                     "--output", str(tmp_path / "out")]))
     assert (cfg.data, cfg.prior, cfg.probes, cfg.base) == ("new/", f"{root}/manifests/train.jsonl", root, None)
