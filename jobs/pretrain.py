@@ -11,6 +11,7 @@ with one line naming the failing metric; --no-gates ships it anyway.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -20,7 +21,12 @@ from sonar_ray.train.pretrain import PretrainConfig, PretrainResult, pretrain
 
 
 def main(argv: list[str] | None = None) -> PretrainResult:
-    result = pretrain(parse_cli(PretrainConfig, argv, description=__doc__))
+    cfg = parse_cli(PretrainConfig, argv, description=__doc__)
+    if cfg.data is None:  # the bare demo command
+        from sonar_ray.demo.inputs import demo_corpus
+
+        cfg = replace(cfg, data=demo_corpus())
+    result = pretrain(cfg)
     print(f"\n== pre-training done in {result.wall_seconds:.0f}s; base model files:")
     for uri in (result.model, result.tokenizer, result.predictor):
         print(f"  {uri.rsplit('/', 1)[-1]:14s} {uri}")

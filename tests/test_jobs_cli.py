@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
+import importlib
 import sys
 import tomllib
 import typing
@@ -20,10 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _module(script: str):
-    spec = importlib.util.spec_from_file_location(f"cli_{Path(script).stem}", REPO / script)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(cli.module_name(script))  # job files are importable modules
 
 
 def _config_class(job: str):

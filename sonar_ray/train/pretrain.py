@@ -174,14 +174,12 @@ class PretrainResult:
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
-    """Runs the stages not yet done (the demo corpus when `cfg.data` is None: the bare demo command)."""
+    """Runs the stages not yet done; writes `<output>/summary.json`."""
     from sonar_ray.cluster import init_ray
 
     t0 = time.time()
-    if cfg.data is None:
-        from sonar_ray.demo.inputs import demo_corpus  # demo runs only: training never needs the demo package
-
-        cfg = replace(cfg, data=demo_corpus())
+    if cfg.data is None:  # only the bare demo command (jobs/pretrain.py) fills it, with the demo corpus
+        raise ValueError("--data is missing: the prior (general) audio to pre-train on")
     init_ray(cfg.ray_address)
     train = TrainConfig(domain=cfg.domain, method="scratch", data=cfg.data, prior=cfg.data, replay_ratio=0.0,
                         batch_size=cfg.batch_size, clip_seconds=cfg.clip_seconds, max_steps=cfg.tokenizer_steps,
