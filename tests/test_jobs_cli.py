@@ -74,6 +74,19 @@ def test_console_script_is_declared_and_rejects_unknown_jobs(capsys):
     assert all((REPO / script).exists() for script in cli.JOBS.values())
 
 
+@pytest.mark.parametrize("script,call", [("jobs/adapt.py", "sonar_ray.train.adapt.adapt"),
+                                         ("jobs/pretrain.py", "sonar_ray.train.pretrain.pretrain")])
+def test_the_training_jobs_are_thin_wrappers_of_the_library_pipeline(script, call):
+    """The pipeline lives once, in the library the sweep, the replication and the watcher also call:
+    a training job only parses its flags, calls it and prints."""
+    tree = ast.parse((REPO / script).read_text())
+    assert [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))] == ["main"]
+    module, name = call.rsplit(".", 1)
+    assert any(isinstance(n, ast.ImportFrom) and n.module == module and name in {a.name for a in n.names}
+               for n in tree.body), f"{script} does not call {call}"
+    assert getattr(_module(script), name) is getattr(importlib.import_module(module), name)
+
+
 def _choice_fields():
     from sonar_ray.data.config import DataConfig
     from sonar_ray.demo.__main__ import DemoConfig

@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     init_ray(cfg.ray_address)
     if cfg.smoke:
         adapt_argv = smoke_inputs() + adapt_argv
-    base, _ = inputs.resolve(parse_cli(TrainConfig, adapt_argv))  # demo corpus / base model when not given
+    # Every trial is scored by evaluation, so the base run needs its probes (checked here, before any trial).
+    base, _ = inputs.resolve(replace(parse_cli(TrainConfig, adapt_argv), evaluate=True))
     rung_steps(base.max_steps, cfg.rungs)  # fail early on too few steps
     print(f"[sweep] {cfg.num_samples} trials x {cfg.rungs} rungs (up to {base.max_steps} steps) of {base.method} "
           f"on {base.domain!r}: {json.dumps(asdict(cfg))}", flush=True)
