@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
         records[run.id] = rec
         frames.append(evaluate(run.id, rec["model"]))
         if fresh:
-            report.report(cfg, records, pd.concat(frames, ignore_index=True), command, missing + [r.id for r in todo[k:]])
+            pending = missing + [r.id for r in todo[k:]]
+            report.report(cfg, records, pd.concat(frames, ignore_index=True), command, pending)
 
     # --- report
     results = report.report(cfg, records, pd.concat(frames, ignore_index=True), command, missing)

@@ -74,7 +74,8 @@ class ReplicateConfig:
     ray_address: str | None = field(default=None, metadata={"help": "Ray cluster (default: $RAY_ADDRESS or local)"})
 
     def __post_init__(self):
-        unknown = sorted(set(self.methods) - set(METHODS) - {SCRATCH}) + sorted(set(self.sequence_methods) - set(METHODS))
+        unknown = (sorted(set(self.methods) - set(METHODS) - {SCRATCH})
+                   + sorted(set(self.sequence_methods) - set(METHODS)))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; known: {[*METHODS, SCRATCH]}")
 
@@ -118,7 +119,7 @@ def adapt_run(cfg: ReplicateConfig, run_id: str, method: str, seed: int, corpus:
               "clip_seconds": cfg.clip_seconds, "num_workers": cfg.num_workers, "use_gpu": cfg.use_gpu,
               "resume": True, "wandb": False, "ray_address": cfg.ray_address}
     further = load_file(cfg.adapt_config) if cfg.adapt_config else {}
-    sonar = {"replay_ratio": cfg.replay_ratio, "codebook_grow": cfg.codebook_grow} if method != "dcpt" else {}  # DCPT fixes both to 0
+    sonar = {} if method == "dcpt" else {"replay_ratio": cfg.replay_ratio, "codebook_grow": cfg.codebook_grow}  # DCPT: 0
     return Run(run_id, method, seed, domain, from_dict(TrainConfig, {**common, **further, **sonar, **METHODS[method]}))
 
 

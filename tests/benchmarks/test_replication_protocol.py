@@ -53,7 +53,8 @@ def test_every_arm_is_the_config_its_old_flags_gave(tmp_path):
         assert run.config == old, run.id
     by_method = {r.method: r.config for r in runs}
     assert by_method["dcpt"].replay_ratio == 0.0 and by_method["sonar"].codebook_grow == 4
-    assert (by_method["sonar_no_codebook"].codebook_grow, by_method["sonar_no_codebook"].codebook_reanchor) == (0, False)
+    no_codebook = by_method["sonar_no_codebook"]
+    assert (no_codebook.codebook_grow, no_codebook.codebook_reanchor) == (0, False)
 
 
 def test_the_base_is_the_config_its_old_flags_gave(tmp_path):

@@ -34,7 +34,8 @@ def test_inline_watcher_adapts_for_real_and_gates_on_the_real_metrics(tiny_corpu
     (v,) = registry.versions("speech")
     assert report.started == [v.version] and v.status in ("promoted", "rejected"), v.reason
     summary = json.loads(storage.read_bytes(storage.join(v.output, "summary.json")))
-    assert summary["steps"] == 2 and (summary["config"]["prior"], summary["config"]["probes"]) == (tiny_corpus, tiny_corpus)
+    assert summary["steps"] == 2
+    assert (summary["config"]["prior"], summary["config"]["probes"]) == (tiny_corpus, tiny_corpus)
     assert summary["data"]["new_clips"] + sum(summary["data"]["skipped"].values()) == 4
     passes, _ = promotion_gate(v.metrics, None, GateConfig(cfg.max_forgetting, cfg.adaptability_tolerance))
     assert v.status == ("promoted" if passes else "rejected")
