@@ -11,27 +11,26 @@ with one line naming the failing metric; --no-gates ships it anyway.
 from __future__ import annotations
 
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from sonar_ray.config import parse_cli, run_job
-from sonar_ray.train.pretrain import PretrainConfig, pretrain
+from sonar_ray.train.pretrain import PretrainConfig, PretrainResult, pretrain
 
 
-def main(argv: list[str] | None = None) -> dict:
-    t0 = time.time()
+def main(argv: list[str] | None = None) -> PretrainResult:
     cfg = parse_cli(PretrainConfig, argv, description=__doc__)
     if cfg.data is None:  # the bare demo command
         from sonar_ray.demo.inputs import demo_corpus
 
-        cfg.data = demo_corpus()
-    files = pretrain(cfg)
-    print(f"\n== pre-training done in {time.time() - t0:.0f}s; base model files:")
-    for name, uri in files.items():
-        print(f"  {name:14s} {uri}")
-    return files
+        cfg = replace(cfg, data=demo_corpus())
+    result = pretrain(cfg)
+    print(f"\n== pre-training done in {result.wall_seconds:.0f}s; base model files:")
+    for uri in (result.model, result.tokenizer, result.predictor):
+        print(f"  {uri.rsplit('/', 1)[-1]:14s} {uri}")
+    return result
 
 
 if __name__ == "__main__":

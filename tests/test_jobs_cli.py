@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
+import importlib
 import sys
 import tomllib
 import typing
@@ -20,10 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _module(script: str):
-    spec = importlib.util.spec_from_file_location(f"cli_{Path(script).stem}", REPO / script)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(cli.module_name(script))  # job files are importable modules
 
 
 def _config_class(job: str):
@@ -75,6 +72,19 @@ def test_console_script_is_declared_and_rejects_unknown_jobs(capsys):
     assert exit_.value.code == 2 and "adapt" in capsys.readouterr().err
     assert set(cli.JOBS) == {"adapt", "pretrain", "evaluate", "watch", "sweep"}
     assert all((REPO / script).exists() for script in cli.JOBS.values())
+
+
+@pytest.mark.parametrize("script,call", [("jobs/adapt.py", "sonar_ray.train.adapt.adapt"),
+                                         ("jobs/pretrain.py", "sonar_ray.train.pretrain.pretrain")])
+def test_the_training_jobs_are_thin_wrappers_of_the_library_pipeline(script, call):
+    """The pipeline lives once, in the library the sweep, the replication and the watcher also call:
+    a training job only parses its flags, calls it and prints."""
+    tree = ast.parse((REPO / script).read_text())
+    assert [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))] == ["main"]
+    module, name = call.rsplit(".", 1)
+    assert any(isinstance(n, ast.ImportFrom) and n.module == module and name in {a.name for a in n.names}
+               for n in tree.body), f"{script} does not call {call}"
+    assert getattr(_module(script), name) is getattr(importlib.import_module(module), name)
 
 
 def _choice_fields():

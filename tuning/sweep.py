@@ -6,7 +6,8 @@ r"""Search SONAR's knobs (replay ratio, distillation weights, ...) with Ray Tune
     python tuning/sweep.py --output outputs/sweep-smoke --smoke --resume  # continue an interrupted sweep
 
 Flags before `--` configure the search; flags after it (or `--config FILE`) are jobs/adapt.py flags for
-the base run every trial starts from. A trial is that run with the sampled knobs, one adaptation paused
+the base run every trial starts from. A trial (`sonar_ray.tuning.run_trial`, the library pipeline
+`sonar_ray.train.adapt.adapt`) is that run with the sampled knobs, one adaptation paused
 at each of `rungs` points (max_steps * r / rungs steps; `--stop-after`, so rung r+1 continues rung r's
 run and a trial that completes costs exactly one run of max_steps), evaluated with linear probes at each
 pause and reported to Tune as `objective = adaptability - alpha * forgetting`. OptunaSearch (TPE)
@@ -19,7 +20,6 @@ jobs/adapt.py --config file).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,19 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from sonar_ray import storage
 from sonar_ray.cluster import init_ray
-from sonar_ray.config import from_dict, parse_cli, save, to_dict
+from sonar_ray.config import parse_cli, to_dict
 from sonar_ray.data.config import POLICIES
-from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-
-if __name__ != "__main__":  # imported (tests, notebooks): Tune's actors get this file's code by value, not by import
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+from sonar_ray.tuning import REPORTED, rung_steps, run_trial
 
 EXPERIMENT = "tune"  # Tune's folder under --output; fixed, so --resume finds it
-REPORTED = ("adaptability", "forgetting", "objective", "adaptability_base", "adaptability_gain",
-            "forgetting_relative", "prior_base", "prior_adapted")
 
 
 @dataclass
@@ -111,52 +104,6 @@ def search_space(cfg: SweepConfig) -> dict:
     if cfg.replay_policy:
         space["replay_policy"] = tune.choice(cfg.replay_policy)
     return space
-
-
-def rung_steps(max_steps: int, rungs: int) -> list[int]:
-    steps = [max_steps * r // rungs for r in range(1, rungs + 1)]
-    if steps[0] < 1:
-        raise ValueError(f"--max-steps {max_steps} is too few for {rungs} rungs")
-    return steps
-
-
-# --- one trial (runs in a Tune actor) ------------------------------------------------------------------
-
-
-def adapt_and_evaluate(cfg: TrainConfig) -> dict:
-    """What jobs/adapt.py does (resolve -> data -> fit -> compare), skipping the fit when `cfg.output`
-    already holds the model of step `cfg.end_step` (a restored trial redoes only what it had not finished)."""
-    from sonar_ray.data import prepare_data, write_bad_input_report
-    from sonar_ray.eval.suite import compare
-    from sonar_ray.train import inputs
-    from sonar_ray.train.driver import check_inputs, completed_steps, fit
-
-    cfg, paths = inputs.resolve(cfg)
-    model = storage.join(cfg.output, artifacts.MODEL)
-    if completed_steps(cfg.output) < cfg.end_step:
-        save(replace(cfg, resume=False, stop_after=None), storage.join(cfg.output, "config.json"))  # jobs/adapt.py --config FILE
-        check_inputs(cfg, paths)
-        data_cfg = inputs.data_config(cfg)
-        prepared = prepare_data(data_cfg)
-        write_bad_input_report(cfg.output, prepared.bad)
-        model = fit(cfg, paths, data_cfg, prepared).model
-    metrics = compare(cfg.base, model, cfg.probes, cfg.domain, other_domains=cfg.eval_other_domains)
-    return {k: v for k, v in metrics.items() if isinstance(v, float)}
-
-
-def run_trial(params: dict, setup: dict) -> None:
-    """Tune function trainable: the base run with `params`, paused and reported at each rung."""
-    from ray import tune
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = bool(os.environ.get("SONAR_PROGRESS"))  # as init_ray does
-    base = from_dict(TrainConfig, setup["base"])
-    trial_dir = storage.join(setup["trials"], tune.get_context().get_trial_id())
-    for rung, steps in enumerate(rung_steps(base.max_steps, setup["rungs"]), start=1):
-        cfg = replace(base, **params, stop_after=steps, output=trial_dir, resume=True)
-        m = adapt_and_evaluate(cfg)
-        m["objective"] = m["adaptability"] - setup["alpha"] * m["forgetting"]
-        tune.report({"rung": rung, "steps": steps, **{k: m[k] for k in REPORTED}})
 
 
 # --- the search (driver) -------------------------------------------------------------------------------
@@ -267,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     init_ray(cfg.ray_address)
     if cfg.smoke:
         adapt_argv = smoke_inputs() + adapt_argv
-    base, _ = inputs.resolve(parse_cli(TrainConfig, adapt_argv))  # demo corpus / base model when not given
+    # Every trial is scored by evaluation, so the base run needs its probes (checked here, before any trial).
+    base, _ = inputs.resolve(replace(parse_cli(TrainConfig, adapt_argv), evaluate=True))
     rung_steps(base.max_steps, cfg.rungs)  # fail early on too few steps
     print(f"[sweep] {cfg.num_samples} trials x {cfg.rungs} rungs (up to {base.max_steps} steps) of {base.method} "
           f"on {base.domain!r}: {json.dumps(asdict(cfg))}", flush=True)

@@ -1,6 +1,6 @@
 """Score models on probe tasks, and compare an adapted model with its base.
 
-`evaluate_models` gives one row per (model, task); `compare` is the one call `jobs/adapt.py` makes at
+`evaluate_models` gives one row per (model, task); `compare` is the one call `adapt(cfg)` makes at
 its end. Embeddings go through `EmbeddingCache`, keyed by checkpoint content, so the base model of a
 series of adaptations is embedded once.
 """

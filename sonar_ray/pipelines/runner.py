@@ -1,4 +1,5 @@
-"""How an adaptation runs: a Ray job through the Jobs API, or in this process.
+"""How an adaptation runs: a Ray job through the Jobs API (`python jobs/adapt.py ...`), or in this
+process (the library call `sonar_ray.train.adapt.adapt(cfg)` on the same flags, parsed).
 
 Both take an `AdaptRequest` (the flags of `jobs/adapt.py`) under a deterministic submission id and
 answer `status(submission_id)` with PENDING / RUNNING / SUCCEEDED / FAILED / STOPPED, or None when
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-import runpy
 import shlex
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sonar_ray import storage
+
+if TYPE_CHECKING:
+    from sonar_ray.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +117,15 @@ class RayJobsRunner:
 
 
 class InlineRunner:
-    """Runs the adaptation script in this process (`runpy`, as if `python SCRIPT ARGS`)."""
+    """Runs the adaptation in this process: `adapt(parse_cli(TrainConfig, request.argv()))`, the
+    library pipeline `jobs/adapt.py` runs, on the flags the Ray job would get."""
 
     synchronous = True
 
-    def __init__(self, script: str):
-        self.script = script
+    def __init__(self, adapt: Callable[[TrainConfig], object] | None = None):
+        if adapt is None:
+            from sonar_ray.train.adapt import adapt
+        self.adapt = adapt
         self._outcomes: dict[str, RunStatus] = {}
 
     def status(self, submission_id: str, output: str) -> RunStatus | None:
@@ -128,16 +134,15 @@ class InlineRunner:
         return outputs_status(output)  # a run of an earlier (crashed) process
 
     def submit(self, request: AdaptRequest) -> None:
-        saved_argv = sys.argv
-        sys.argv = [self.script, *request.argv()]
+        from sonar_ray.config import parse_cli
+        from sonar_ray.train.config import TrainConfig
+
         try:
-            runpy.run_path(self.script, run_name="__main__")
+            self.adapt(parse_cli(TrainConfig, request.argv()))
             outcome = RunStatus("SUCCEEDED")
-        except SystemExit as e:
+        except SystemExit as e:  # argparse on a bad flag
             outcome = RunStatus("SUCCEEDED" if e.code in (0, None) else "FAILED", f"exit status {e.code}")
         except Exception as e:  # noqa: BLE001 - the adaptation's failure is recorded, not fatal to the watcher
             log.exception("inline adaptation %s failed", request.submission_id)
             outcome = RunStatus("FAILED", f"{type(e).__name__}: {e}")
-        finally:
-            sys.argv = saved_argv
         self._outcomes[request.submission_id] = outcome

@@ -43,7 +43,7 @@ class WatchConfig:
     min_new_hours: float = 0.0   # ... and this many hours (reads audio headers when > 0)
     settle_seconds: float = 10.0  # local files changed more recently are left for a later poll (copy in progress)
     ray_address: str = ""        # Jobs API address; "" = $RAY_ADDRESS or http://127.0.0.1:8265
-    inline: bool = False         # run adaptations in this process instead of as Ray jobs
+    inline: bool = False         # run adaptations in this process (the library's adapt(cfg)) instead of as Ray jobs
     python: str = "python"       # interpreter on the cluster that runs the adaptation job
     adapt_script: str = "jobs/adapt.py"  # the adaptation job, relative to working_dir on the cluster
     working_dir: str = ""        # shipped as the job's runtime_env working_dir when set
@@ -151,7 +151,7 @@ class Watcher:
                              "(--no-evaluate: versions wait for a manual promote)")
         self.cfg = cfg
         self.registry = Registry(cfg.registry, fence=self._check_lease)  # every registry write checks the lease
-        self.runner = runner or (InlineRunner(cfg.adapt_script) if cfg.inline else
+        self.runner = runner or (InlineRunner() if cfg.inline else
                                  RayJobsRunner(cfg.ray_address, cfg.python, cfg.adapt_script, cfg.working_dir))
         self.lease = Lease(self.registry.lease_uri, cfg.lease_ttl, cfg.holder or None)
         self.gate = GateConfig(cfg.max_forgetting, cfg.adaptability_tolerance)

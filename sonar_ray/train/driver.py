@@ -1,8 +1,9 @@
 """The driver side of a training run: resolve inputs, build the stream, run the TorchTrainer, export.
 
-`fit(cfg, paths, data_cfg)` is what jobs call; it returns a `RunSummary` and leaves in `output`:
-model.pt, tokenizer.pt, predictor.pt (exports of the final checkpoint), metrics.jsonl, bad_inputs.json
-and ray/ (Ray Train's run folder with its checkpoints, used by --resume and by failure restarts).
+`fit(cfg, paths, data_cfg)` is what `adapt(cfg)` and `pretrain(cfg)` call; it returns a `RunSummary`
+and leaves in `output`: model.pt, tokenizer.pt, predictor.pt (exports of the final checkpoint),
+metrics.jsonl, bad_inputs.json and ray/ (Ray Train's run folder with its checkpoints, used by --resume
+and by failure restarts).
 """
 
 from __future__ import annotations

@@ -156,12 +156,30 @@ def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
     return uri
 
 
-def pretrain(cfg: PretrainConfig) -> dict:
-    """Runs the stages not yet done; returns the URIs of the base model files. `<output>/summary.json`
-    records the recipe, each stage's held-out health and the wall time."""
+@dataclass
+class PretrainResult:
+    """A pre-trained base model: its files (iteration 2's, copied to the output root) and what
+    `<output>/summary.json` records (the recipe, each stage's held-out health, the wall time)."""
+
+    output: str
+    model: str       # model.pt (official BEATs format)
+    tokenizer: str   # tokenizer.pt
+    predictor: str   # predictor.pt
+    recipe: dict     # recipe_key(cfg): what makes this base model
+    health: dict     # {stage: {source: held-out health}}
+    wall_seconds: float
+
+    def summary(self) -> dict:
+        return {"recipe": self.recipe, "health": self.health, "wall_seconds": self.wall_seconds}
+
+
+def pretrain(cfg: PretrainConfig) -> PretrainResult:
+    """Runs the stages not yet done; writes `<output>/summary.json`."""
     from sonar_ray.cluster import init_ray
 
     t0 = time.time()
+    if cfg.data is None:  # only the bare demo command (jobs/pretrain.py) fills it, with the demo corpus
+        raise ValueError("--data is missing: the prior (general) audio to pre-train on")
     init_ray(cfg.ray_address)
     train = TrainConfig(domain=cfg.domain, method="scratch", data=cfg.data, prior=cfg.data, replay_ratio=0.0,
                         batch_size=cfg.batch_size, clip_seconds=cfg.clip_seconds, max_steps=cfg.tokenizer_steps,
@@ -187,6 +205,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         dst = storage.join(cfg.output, name)
         storage.write_bytes_atomic(dst, storage.read_bytes(storage.join(iter2, name)))
         final[name] = dst
-    summary = {"recipe": recipe_key(cfg), "health": health, "wall_seconds": round(time.time() - t0, 1)}
-    storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"), json.dumps(summary, indent=2).encode())
-    return final
+    result = PretrainResult(output=cfg.output, model=final[artifacts.MODEL], tokenizer=final[artifacts.TOKENIZER],
+                            predictor=final[artifacts.PREDICTOR], recipe=recipe_key(cfg), health=health,
+                            wall_seconds=round(time.time() - t0, 1))
+    storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"), json.dumps(result.summary(), indent=2).encode())
+    return result

@@ -4,30 +4,20 @@ every task, then the results page, its plots and the JSON. A second call trains 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmarks import replicate
+from benchmarks.replication.report import GENERATED
+
 pytestmark = pytest.mark.slow
 
 
-def _replicate():
-    spec = importlib.util.spec_from_file_location("replicate", REPO / "benchmarks" / "replicate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_smoke_pipeline_writes_page_plots_json_and_resumes(tiny_corpus, tiny_base, tmp_path):
-    replicate = _replicate()
     work, page = tmp_path / "work", tmp_path / "docs" / "results.md"
     page.parent.mkdir()
-    page.write_text("# Results\n\nHand-written notes.\n\n" + "\n".join(replicate.GENERATED) + "\n\nMore notes.\n")
+    page.write_text("# Results\n\nHand-written notes.\n\n" + "\n".join(GENERATED) + "\n\nMore notes.\n")
     args = ["--smoke", "--corpus", tiny_corpus, "--base", tiny_base, "--work", str(work), "--page", str(page),
             "--methods", "dcpt", "sonar", "sonar_no_model_distill"]
     results = replicate.main(args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,11 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from jobs import evaluate
+
 REPO = Path(__file__).resolve().parents[2]
-# jobs/ is not a package: load the job module from its file.
-_spec = importlib.util.spec_from_file_location("evaluate_job", REPO / "jobs" / "evaluate.py")
-evaluate = sys.modules["evaluate_job"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
-_spec.loader.exec_module(evaluate)
 
 
 def run_job(*args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,6 @@
-"""Stand-in for `jobs/adapt.py` with the same flags and outputs, for watcher tests that are not about training.
+"""Stand-in for the adaptation pipeline with the same flags and outputs, for watcher tests that are not
+about training: `adapt(cfg)` stands in for `sonar_ray.train.adapt.adapt` (the inline runner's call), and
+run as a script (the Ray Jobs runner's `python SCRIPT FLAGS`) it parses the flags as `jobs/adapt.py` does.
 
 It really reads the manifest and decodes every listed object (skipping and reporting the ones that
 fail, as the data layer does), fails when the base checkpoint is missing, refuses an output that
@@ -11,7 +13,6 @@ metrics are fixed (adaptability 0.5 as good as its base, forgetting 0.0) unless 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,32 +21,25 @@ from pathlib import Path
 import soundfile as sf
 
 from sonar_ray import storage
+from sonar_ray.config import parse_cli
+from sonar_ray.train.config import TrainConfig
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    for flag in ("--domain", "--data", "--prior", "--base", "--output"):
-        p.add_argument(flag, required=True)
-    p.add_argument("--probes", default=None)
-    p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--config", default="")
-    p.add_argument("--no-evaluate", action="store_true")
-    p.add_argument("--resume", action="store_true")
-    args = p.parse_args()
-    if args.probes is None and not args.no_evaluate:
-        raise ValueError("--probes is missing")  # as jobs/adapt.py
+def adapt(cfg: TrainConfig) -> None:
+    if cfg.probes is None and cfg.evaluate:
+        raise ValueError("--probes is missing")  # as the library's adapt(cfg)
 
-    started = storage.join(args.output, "ray", "started")
-    if storage.exists(started) and not args.resume:
-        raise FileExistsError(f"{args.output} already holds a run: pass --resume to continue it")
+    started = storage.join(cfg.output, "ray", "started")
+    if storage.exists(started) and not cfg.resume:
+        raise FileExistsError(f"{cfg.output} already holds a run: pass --resume to continue it")
     storage.write_bytes_atomic(started, b"")
     marker = os.environ.get("SONAR_STANDIN_FAIL_ONCE")
     if marker and not Path(marker).exists():
         Path(marker).touch()
         sys.exit(1)
 
-    base = storage.read_bytes(args.base)  # FileNotFoundError -> the job fails, as adapt.py would
-    rows = [json.loads(line) for line in storage.read_bytes(args.data).decode().splitlines() if line.strip()]
+    base = storage.read_bytes(cfg.base)  # FileNotFoundError -> the job fails, as adapt(cfg) would
+    rows = [json.loads(line) for line in storage.read_bytes(cfg.data).decode().splitlines() if line.strip()]
     good, bad = 0, []
     for row in rows:
         fs, path = storage.filesystem(row["path"])
@@ -55,20 +49,20 @@ def main() -> None:
             good += 1
         except Exception as e:  # noqa: BLE001 - skipped and reported, like the data layer
             bad.append({"path": row["path"], "reason": f"{type(e).__name__}: {e}"})
-    model, tokenizer = storage.join(args.output, "model.pt"), storage.join(args.output, "tokenizer.pt")
+    model, tokenizer = storage.join(cfg.output, "model.pt"), storage.join(cfg.output, "tokenizer.pt")
     storage.write_bytes_atomic(model, base)
     storage.write_bytes_atomic(tokenizer, base)
     report = {"total": len(bad), "counts": {}, "files": bad}  # the data layer's bad_inputs.json format
-    storage.write_bytes_atomic(storage.join(args.output, "bad_inputs.json"), json.dumps(report).encode())
-    metrics = {} if args.no_evaluate else {
+    storage.write_bytes_atomic(storage.join(cfg.output, "bad_inputs.json"), json.dumps(report).encode())
+    metrics = {} if not cfg.evaluate else {
         "adaptability": 0.5, "adaptability_base": 0.5, "forgetting": 0.0, "prior_base": 0.6, "prior_adapted": 0.6,
         **json.loads(os.environ.get("SONAR_STANDIN_METRICS", "{}"))}
-    summary = {"model": model, "tokenizer": tokenizer, "steps": args.max_steps,
-               "config": {"domain": args.domain, "clips": good, "prior": args.prior, "probes": args.probes},
+    summary = {"model": model, "tokenizer": tokenizer, "steps": cfg.max_steps,
+               "config": {"domain": cfg.domain, "clips": good, "prior": cfg.prior, "probes": cfg.probes},
                "metrics": metrics}
-    storage.write_bytes_atomic(storage.join(args.output, "summary.json"), json.dumps(summary).encode())
-    print(f"stand-in adapted {args.domain} on {good} clips ({len(bad)} skipped)", file=sys.stderr)
+    storage.write_bytes_atomic(storage.join(cfg.output, "summary.json"), json.dumps(summary).encode())
+    print(f"stand-in adapted {cfg.domain} on {good} clips ({len(bad)} skipped)", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    adapt(parse_cli(TrainConfig))

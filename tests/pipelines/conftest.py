@@ -6,7 +6,6 @@ import pytest
 
 from sonar_ray import storage
 from sonar_ray.pipelines.watch import WatchConfig
-from watch_helpers import STANDIN
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -19,10 +18,11 @@ def root(request, tmp_path) -> str:
 
 @pytest.fixture
 def watch_cfg(root) -> WatchConfig:
-    """Inline watcher on `root` with the stand-in adaptation and a base checkpoint in place."""
+    """Inline watcher config on `root` with a base checkpoint in place (`standin_watcher` runs it with the
+    stand-in adaptation)."""
     base = storage.join(root, "models", "prior", "model.pt")
     storage.write_bytes_atomic(base, b"base-checkpoint")
     return WatchConfig(incoming=storage.join(root, "incoming"), registry=storage.join(root, "registry"),
                        base=base, prior=storage.join(root, "prior", "manifests", "train.jsonl"),
-                       probes=storage.join(root, "eval"), once=True, inline=True, adapt_script=STANDIN, lease_ttl=60.0,
+                       probes=storage.join(root, "eval"), once=True, inline=True, lease_ttl=60.0,
                        settle_seconds=0.0)

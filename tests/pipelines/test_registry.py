@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from sonar_ray.pipelines.registry import GateConfig, Registry, promotion_gate, version_id
-from sonar_ray.pipelines.watch import Watcher
-from watch_helpers import upload
+from watch_helpers import standin_watcher, upload
 
 GATE = GateConfig(max_forgetting=0.05, adaptability_tolerance=0.01)
 
@@ -45,7 +44,7 @@ def test_the_gate_bounds_forgetting_against_the_root_over_promotions(watch_cfg, 
     for i, metrics in enumerate(steps):
         monkeypatch.setenv("SONAR_STANDIN_METRICS", json.dumps(metrics))
         upload(watch_cfg.incoming, "birds", [f"{i}.wav"], seed=i)
-        Watcher(watch_cfg).poll()
+        standin_watcher(watch_cfg).poll()
     v1, v2 = registry.versions("birds")
     assert v1.status == "promoted" and v2.status == "rejected" and "against the root 0.08" in v2.reason
     assert registry.pointer("birds").version == v1.version
@@ -54,7 +53,7 @@ def test_the_gate_bounds_forgetting_against_the_root_over_promotions(watch_cfg, 
 def test_a_first_version_worse_than_the_root_is_not_promoted(watch_cfg, monkeypatch):
     monkeypatch.setenv("SONAR_STANDIN_METRICS", json.dumps({"adaptability": 0.30, "adaptability_base": 0.60}))
     upload(watch_cfg.incoming, "birds", ["a.wav"])
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     (v,) = Registry(watch_cfg.registry).versions("birds")
     assert v.status == "rejected" and "its base's 0.6000" in v.reason
 
@@ -76,9 +75,9 @@ def _cli(registry: str, *args: str) -> str:
 
 def test_cli_lists_shows_rolls_back_and_promotes(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     upload(watch_cfg.incoming, "birds", ["b.wav"], seed=2)
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     v1, v2 = Registry(watch_cfg.registry).versions("birds")
     listing = _cli(watch_cfg.registry, "list").splitlines()
     assert [line.split()[:3] for line in listing] == [[v1.version, "promoted", f"parent=-"],

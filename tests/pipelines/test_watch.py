@@ -15,13 +15,14 @@ from sonar_ray import storage
 from sonar_ray.pipelines.inventory import list_incoming, training_rows
 from sonar_ray.pipelines.lease import Lease
 from sonar_ray.pipelines.registry import Registry
+from sonar_ray.pipelines.runner import AdaptRequest, InlineRunner
 from sonar_ray.pipelines.watch import Watcher
-from watch_helpers import upload
+from watch_helpers import standin_watcher, upload
 
 
 def test_arrivals_make_a_promoted_version_then_nothing_then_a_child(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
-    first = Watcher(watch_cfg).poll()
+    first = standin_watcher(watch_cfg).poll()
     registry = Registry(watch_cfg.registry)
     (v1,) = registry.versions("birds")
     assert first.started == [v1.version] and first.finished == {v1.version: "promoted"}
@@ -31,12 +32,12 @@ def test_arrivals_make_a_promoted_version_then_nothing_then_a_child(watch_cfg):
     assert v1.metrics["forgetting"] == 0.0 and v1.code_version
     assert registry.pointer("birds").version == v1.version
 
-    again = Watcher(watch_cfg).poll()
+    again = standin_watcher(watch_cfg).poll()
     assert again.started == [] and len(registry.versions("birds")) == 1
 
     upload(watch_cfg.incoming, "birds", ["c.wav"], seed=5)
     upload(watch_cfg.incoming, "birds", ["a.wav"], seed=9)  # rewritten: new ETag, counts as new
-    child_report = Watcher(watch_cfg).poll()
+    child_report = standin_watcher(watch_cfg).poll()
     v1_again, v2 = registry.versions("birds")
     assert child_report.started == [v2.version] and v1_again.version == v1.version
     assert v2.parent == v1.version and v2.base == v1.checkpoint and v2.status == "promoted"
@@ -49,7 +50,7 @@ def test_arrivals_make_a_promoted_version_then_nothing_then_a_child(watch_cfg):
 
 def test_every_adaptation_gets_the_watchers_prior_set_and_probes(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     (v1,) = Registry(watch_cfg.registry).versions("birds")
     ran = json.loads(storage.read_bytes(storage.join(v1.output, "summary.json")))["config"]  # the job's flags
     assert (ran["prior"], ran["probes"]) == (watch_cfg.prior, watch_cfg.probes)
@@ -70,9 +71,9 @@ def test_the_watcher_refuses_to_start_without_a_prior_set(tmp_path):
 
 def test_the_watcher_needs_probes_unless_it_does_not_evaluate(watch_cfg):
     with pytest.raises(ValueError, match="--probes is required"):
-        Watcher(dataclasses.replace(watch_cfg, probes=""))
+        standin_watcher(dataclasses.replace(watch_cfg, probes=""))
     upload(watch_cfg.incoming, "birds", ["a.wav"])
-    Watcher(dataclasses.replace(watch_cfg, probes="", evaluate=False)).poll()  # --probes not forwarded
+    standin_watcher(dataclasses.replace(watch_cfg, probes="", evaluate=False)).poll()  # --probes not forwarded
     (v1,) = Registry(watch_cfg.registry).versions("birds")
     assert v1.status != "failed", v1.reason
     assert json.loads(storage.read_bytes(storage.join(v1.output, "summary.json")))["config"]["probes"] is None
@@ -80,12 +81,12 @@ def test_the_watcher_needs_probes_unless_it_does_not_evaluate(watch_cfg):
 
 def test_too_much_forgetting_is_rejected_and_current_model_is_unchanged(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     registry = Registry(watch_cfg.registry)
     current = registry.pointer("birds").version
     upload(watch_cfg.incoming, "birds", ["b.wav"], seed=3)
     strict = dataclasses.replace(watch_cfg, max_forgetting=-1.0)  # any real forgetting exceeds it
-    report = Watcher(strict).poll()
+    report = standin_watcher(strict).poll()
     (rejected,) = [v for v in registry.versions("birds") if v.version != current]
     assert report.finished == {rejected.version: "rejected"}
     assert "max_forgetting" in rejected.reason and rejected.checkpoint  # kept, with the reason
@@ -95,9 +96,9 @@ def test_too_much_forgetting_is_rejected_and_current_model_is_unchanged(watch_cf
 def test_rollback_restores_the_previous_version(watch_cfg):
     registry = Registry(watch_cfg.registry)
     upload(watch_cfg.incoming, "birds", ["a.wav"])
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     upload(watch_cfg.incoming, "birds", ["b.wav"], seed=3)
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     v1, v2 = registry.versions("birds")
     assert registry.pointer("birds").version == v2.version
     assert registry.rollback("birds") == v1.version
@@ -105,14 +106,14 @@ def test_rollback_restores_the_previous_version(watch_cfg):
     assert registry.get(v2.version).status == "rejected"
     # The next arrival builds on the restored model; v2's objects stay consumed.
     upload(watch_cfg.incoming, "birds", ["c.wav"], seed=4)
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     v3 = registry.versions("birds")[-1]
     assert v3.parent == v1.version and [k for k, _ in v3.consumed] == ["birds/c.wav"]
 
 
 def test_restart_between_recording_and_submitting_runs_the_version_once(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
-    crashed = Watcher(watch_cfg)
+    crashed = standin_watcher(watch_cfg)
     assert crashed.lease.acquire()
     objects = list_incoming(watch_cfg.incoming)
     planned = crashed.reserve("birds", objects, training_rows(objects, "birds"))
@@ -120,26 +121,26 @@ def test_restart_between_recording_and_submitting_runs_the_version_once(watch_cf
     crashed.lease.release()
     registry = Registry(watch_cfg.registry)
     assert registry.get(planned.version).status == "running"
-    report = Watcher(watch_cfg).poll()
+    report = standin_watcher(watch_cfg).poll()
     assert report.resubmitted == [planned.version] and report.started == []
     (v,) = registry.versions("birds")
     assert v.version == planned.version and v.status == "promoted" and v.attempt == 1
-    assert Watcher(watch_cfg).poll().started == []
+    assert standin_watcher(watch_cfg).poll().started == []
 
 
 def test_a_watcher_does_nothing_while_another_holds_the_lease(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     other = Lease(Registry(watch_cfg.registry).lease_uri, ttl_s=60, holder="other")
     assert other.acquire()
-    report = Watcher(watch_cfg).poll()
+    report = standin_watcher(watch_cfg).poll()
     assert not report.acted and Registry(watch_cfg.registry).versions() == []
     other.release()
-    assert Watcher(watch_cfg).poll().started
+    assert standin_watcher(watch_cfg).poll().started
 
 
 def test_two_concurrent_watchers_adapt_the_arrivals_once(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav", "b.wav"])
-    watchers = [Watcher(dataclasses.replace(watch_cfg, holder=f"w{i}")) for i in range(2)]
+    watchers = [standin_watcher(dataclasses.replace(watch_cfg, holder=f"w{i}")) for i in range(2)]
     barrier, reports = threading.Barrier(2), []
 
     def run(w: Watcher) -> None:
@@ -158,17 +159,17 @@ def test_two_concurrent_watchers_adapt_the_arrivals_once(watch_cfg):
 def test_failed_adaptation_is_retried_up_to_the_limit_then_reported(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     broken = dataclasses.replace(watch_cfg, base=storage.join(watch_cfg.registry, "missing.pt"), max_attempts=2)
-    report = Watcher(broken).poll()
+    report = standin_watcher(broken).poll()
     (v,) = Registry(watch_cfg.registry).versions("birds")
     assert v.status == "failed" and v.attempt == 2 and v.job_id.endswith("-2")
     assert report.failed == {v.version: v.reason} and "FAILED" in v.reason
-    assert Watcher(broken).poll().started == []  # reported, not retried forever
+    assert standin_watcher(broken).poll().started == []  # reported, not retried forever
 
 
 def test_a_retry_after_a_started_run_failed_gets_a_fresh_attempt_and_succeeds(watch_cfg, tmp_path, monkeypatch):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     monkeypatch.setenv("SONAR_STANDIN_FAIL_ONCE", str(tmp_path / "failed-once"))
-    report = Watcher(dataclasses.replace(watch_cfg, max_attempts=2)).poll()
+    report = standin_watcher(dataclasses.replace(watch_cfg, max_attempts=2)).poll()
     (v,) = Registry(watch_cfg.registry).versions("birds")
     assert v.status == "promoted" and v.attempt == 2 and report.finished == {v.version: "promoted"}
     assert v.output.endswith("/output-2") and v.checkpoint == storage.join(v.output, "model.pt")
@@ -185,24 +186,24 @@ def test_poison_arrivals_are_quarantined_and_reported_while_every_domain_proceed
     if not storage.is_remote(watch_cfg.incoming):
         Path(watch_cfg.incoming, "bats", "gone.wav").symlink_to("nowhere.wav")
         poison["bats/gone.wav"] = "unreadable link"
-    report = Watcher(watch_cfg).poll()
+    report = standin_watcher(watch_cfg).poll()
     registry = Registry(watch_cfg.registry)
     assert set(report.quarantined) == set(poison) and not report.errors
     assert all(why in report.quarantined[key] for key, why in poison.items())
     for domain, clip in (("birds", "a.wav"), ("frogs", "b.wav"), ("bats", "c.aiff")):
         (v,) = registry.versions(domain)
         assert v.status == "promoted" and [k for k, _ in v.consumed] == [f"{domain}/{clip}"]
-    again = Watcher(watch_cfg).poll()
+    again = standin_watcher(watch_cfg).poll()
     assert again.started == [] and again.quarantined == {}  # recorded once, not re-planned
     storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "frogs", "rows.jsonl"), b'{"path": "b.wav"}\n')
-    assert len(Watcher(watch_cfg).poll().started) == 1  # a fixed re-upload is planned
+    assert len(standin_watcher(watch_cfg).poll().started) == 1  # a fixed re-upload is planned
 
 
 def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
     upload(watch_cfg.incoming, "birds", ["a.wav"])
     storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "broken.wav"), b"RIFF not really")
     storage.write_bytes_atomic(storage.join(watch_cfg.incoming, "birds", "phone.m4a"), b"\0\0\0\x18ftypM4A ")
-    Watcher(watch_cfg).poll()
+    standin_watcher(watch_cfg).poll()
     (v,) = Registry(watch_cfg.registry).versions("birds")
     assert v.status == "promoted" and len(v.consumed) == 3  # an .m4a arrival is reported, not ignored
     assert [b["path"].rsplit("/", 1)[-1] for b in v.bad_inputs] == ["broken.wav", "phone.m4a"]
@@ -211,19 +212,44 @@ def test_undecodable_object_is_skipped_and_recorded(watch_cfg):
 def test_thresholds_hold_arrivals_back_until_enough_data(watch_cfg):
     cfg = dataclasses.replace(watch_cfg, min_new_clips=3, min_new_hours=1.2 / 3600)
     upload(cfg.incoming, "birds", ["a.wav", "b.wav"])
-    report = Watcher(cfg).poll()
+    report = standin_watcher(cfg).poll()
     assert report.waiting == {"birds": {"clips": 2, "hours": round(1.0 / 3600, 4)}} and not report.started
     upload(cfg.incoming, "birds", ["c.wav"], seed=2)
-    (vid,) = Watcher(cfg).poll().started
+    (vid,) = standin_watcher(cfg).poll().started
     assert len(Registry(cfg.registry).get(vid).consumed) == 3
 
 
 def test_without_metrics_a_version_waits_for_a_manual_promotion(watch_cfg):
     cfg = dataclasses.replace(watch_cfg, evaluate=False)
     upload(cfg.incoming, "birds", ["a.wav"])
-    Watcher(cfg).poll()
+    standin_watcher(cfg).poll()
     registry = Registry(cfg.registry)
     (v,) = registry.versions("birds")
     assert v.status == "succeeded" and registry.pointer("birds").version is None
     registry.promote(v, "checked by hand")
     assert registry.pointer("birds").version == v.version
+
+
+def test_the_inline_runner_runs_the_library_pipeline_on_the_requests_flags(watch_cfg, tmp_path):
+    """In process, the request's flags are parsed into a TrainConfig and go to the library's adapt(cfg),
+    the call jobs/adapt.py makes (no job script run with runpy)."""
+    from sonar_ray.train import adapt
+
+    request = AdaptRequest(submission_id="sonar-adapt-v1-1", domain="birds", data=str(tmp_path / "rows.jsonl"),
+                           base=watch_cfg.base, output=str(tmp_path / "out"), max_steps=7, config_file="",
+                           evaluate=True, prior=watch_cfg.prior, probes="")
+    ran = []
+    recorder = InlineRunner(ran.append)
+    recorder.submit(request)
+    (cfg,) = ran
+    assert (cfg.domain, cfg.data, cfg.prior, cfg.base, cfg.output, cfg.max_steps, cfg.resume, cfg.probes) == (
+        "birds", request.data, watch_cfg.prior, watch_cfg.base, request.output, 7, True, None)
+    assert recorder.status(request.submission_id, request.output).state == "SUCCEEDED"
+
+    default = Watcher(watch_cfg).runner  # --inline
+    assert isinstance(default, InlineRunner) and default.adapt is adapt.adapt
+    default.submit(request)  # the real pipeline: no probes with evaluation on fails before any work
+    failed = default.status(request.submission_id, request.output)
+    assert failed.state == "FAILED" and failed.message.startswith("ValueError: --probes is missing"), failed
+    assert not (tmp_path / "out").exists()
+

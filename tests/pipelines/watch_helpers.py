@@ -1,4 +1,4 @@
-"""Demo clips for the watcher tests (a module, not conftest, so tests can import it)."""
+"""Demo clips and the stand-in watcher for the watcher tests (a module, not conftest, so tests can import it)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+import adapt_standin
 from sonar_ray import storage
+from sonar_ray.pipelines.runner import InlineRunner
+from sonar_ray.pipelines.watch import WatchConfig, Watcher
 
-STANDIN = str(Path(__file__).with_name("adapt_standin.py"))
+STANDIN = str(Path(__file__).with_name("adapt_standin.py"))  # the stand-in as a job script (Ray Jobs runner)
+
+
+def standin_watcher(cfg: WatchConfig) -> Watcher:
+    """A watcher whose inline runner calls the stand-in in place of the library's adapt(cfg)."""
+    return Watcher(cfg, InlineRunner(adapt_standin.adapt))
 
 
 def clip_bytes(seed: int, seconds: float = 0.5, sr: int = 16000) -> bytes:

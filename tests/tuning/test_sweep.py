@@ -1,4 +1,5 @@
-"""tuning/sweep.py: argument handling, the Pareto front, and a tiny real sweep (Ray Tune + nested Ray Train)."""
+"""tuning/sweep.py: argument handling, the Pareto front, and a tiny real sweep (Ray Tune + nested Ray Train)
+whose trials (sonar_ray.tuning) run the library pipeline."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from sonar_ray.config import parse_cli
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.driver import completed_steps
 
+from sonar_ray import tuning
+from tuning import sweep
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from tuning import sweep  # noqa: E402
 
 
 def test_flags_before_the_separator_configure_the_search_after_it_the_run():
@@ -35,11 +37,24 @@ def test_flags_before_the_separator_configure_the_search_after_it_the_run():
 
 
 def test_rungs_split_the_step_budget():
-    assert sweep.rung_steps(8, 2) == [4, 8]
-    assert sweep.rung_steps(10, 3) == [3, 6, 10]
-    assert sweep.rung_steps(5, 1) == [5]
+    assert tuning.rung_steps(8, 2) == [4, 8]
+    assert tuning.rung_steps(10, 3) == [3, 6, 10]
+    assert tuning.rung_steps(5, 1) == [5]
     with pytest.raises(ValueError):
-        sweep.rung_steps(2, 3)
+        tuning.rung_steps(2, 3)
+
+
+def test_tune_ships_the_trial_by_reference_to_the_library():
+    """Tune's actors import the trial from the package (no by-value pickling of tuning/sweep.py), and the
+    trial runs the library pipeline rather than a copy of it."""
+    from ray import cloudpickle
+
+    from sonar_ray.train import adapt
+
+    assert sweep.run_trial is tuning.run_trial and tuning.adapt is adapt.adapt
+    shipped = cloudpickle.dumps(tuning.run_trial)
+    assert b"sonar_ray.tuning" in shipped and len(shipped) < 200  # a reference: module + name, no code
+    assert cloudpickle.loads(shipped) is tuning.run_trial
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_trials():
@@ -70,6 +85,8 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
         assert steps == list(range(1, row.steps + 1))  # rung 2 continued rung 1: no step trained twice
         trial_cfg = parse_cli(TrainConfig, ["--config", str(trial / "config.json")])
         assert trial_cfg.max_steps == 4 and trial_cfg.stop_after is None
+        summary = json.loads((trial / "summary.json").read_text())  # written by the library's adapt(cfg)
+        assert summary["steps"] == row.steps and summary["metrics"]["adaptability"] == pytest.approx(row.adaptability)
     assert (out / "trials.md").read_text().startswith("| trial | status |")
 
     front = pd.read_csv(out / "pareto.csv", dtype={"trial": str})

@@ -1,0 +1,72 @@
+"""The replication's plan is typed configs for the library pipeline: each arm's TrainConfig (and the
+base's PretrainConfig) is exactly what the string flags the benchmark used to pass to jobs/adapt.py
+and jobs/pretrain.py parsed to, so finished work folders resume (their run_config.json matches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.replication.protocol import METHODS, ReplicateConfig, base_run, plan
+from sonar_ray.config import parse_cli
+from sonar_ray.train.config import TrainConfig
+from sonar_ray.train.pretrain import PretrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "benchmarks" / "replicate_configs" / "smoke.yaml")
+
+# The benchmark's flags before the split (benchmarks/replicate.py, Runner.__call__), for comparison.
+OLD_METHOD_FLAGS = {
+    "dcpt": ["--method", "dcpt"],
+    "sonar": ["--method", "sonar"],
+    "sonar_uniform_replay": ["--method", "sonar", "--replay-policy", "uniform"],
+    "sonar_no_tok_distill": ["--method", "sonar", "--lambda-tok", "0"],
+    "sonar_no_model_distill": ["--method", "sonar", "--lambda-model", "0"],
+    "sonar_no_codebook": ["--method", "sonar", "--no-codebook-reanchor", "--codebook-grow", "0"],
+}
+
+
+def _common(c: ReplicateConfig) -> list[str]:
+    return ["--batch-size", str(c.batch_size), "--clip-seconds", str(c.clip_seconds), "--num-workers",
+            str(c.num_workers), *(["--use-gpu"] if c.use_gpu else []), "--resume", "--no-wandb",
+            *(["--ray-address", c.ray_address] if c.ray_address else [])]
+
+
+def test_every_arm_is_the_config_its_old_flags_gave(tmp_path):
+    further = tmp_path / "further.yaml"
+    further.write_text(yaml.safe_dump({"mask_ratio": 0.6}))
+    c = parse_cli(ReplicateConfig, ["--config", SMOKE, "--work", str(tmp_path), "--methods", *METHODS,
+                                    "--sequence", "--adapt-config", str(further)])
+    runs = plan(c, "/corpus", "/base/model.pt")
+    assert [r.id for r in runs] == [f"{m}/speech-s0" for m in METHODS]
+    for run in runs:
+        old = parse_cli(TrainConfig, [
+            "--domain", "speech", "--data", "/corpus", "--prior", "/corpus", "--probes", "/corpus",
+            "--base", "/base/model.pt", "--output", str(tmp_path / "runs" / run.id), "--seed", "0",
+            "--max-steps", str(c.adapt_steps), "--lr", str(c.adapt_lr), "--warmup-steps", str(c.adapt_warmup),
+            "--log-every", str(c.log_every), "--checkpoint-every", str(max(1, c.adapt_steps // 2)), "--no-evaluate",
+            *_common(c), "--mask-ratio", "0.6",
+            *(["--replay-ratio", str(c.replay_ratio), "--codebook-grow", str(c.codebook_grow)]
+              if run.method != "dcpt" else []), *OLD_METHOD_FLAGS[run.method]])
+        assert run.config == old, run.id
+    by_method = {r.method: r.config for r in runs}
+    assert by_method["dcpt"].replay_ratio == 0.0 and by_method["sonar"].codebook_grow == 4
+    no_codebook = by_method["sonar_no_codebook"]
+    assert (no_codebook.codebook_grow, no_codebook.codebook_reanchor) == (0, False)
+
+
+def test_the_base_is_the_config_its_old_flags_gave(tmp_path):
+    c = parse_cli(ReplicateConfig, ["--config", SMOKE, "--work", str(tmp_path)])
+    old = parse_cli(PretrainConfig, [
+        "--data", "/corpus", "--domain", "prior", "--output", str(tmp_path / "runs" / "base"), "--preset", c.preset,
+        "--seed", "0", "--iter1-steps", str(c.pretrain_iter1_steps), "--tokenizer-steps",
+        str(c.pretrain_tokenizer_steps), "--iter2-steps", str(c.pretrain_iter2_steps), "--tokenizer-codes",
+        str(c.tokenizer_codes), "--lr", str(c.pretrain_lr), "--no-gates", *_common(c)])
+    assert base_run(c, "/corpus").config == old
+
+
+def test_an_unknown_arm_fails_at_parse_time():
+    with pytest.raises(ValueError, match="unknown methods"):
+        parse_cli(ReplicateConfig, ["--methods", "sonar", "sonar_no_such_thing"])
