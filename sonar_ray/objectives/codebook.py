@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonar_ray.models.tokenizer import nearest_codes
+
 
 def assign(features: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
     """Unit features (N, d), unit codes (K, d) -> (labels (N,), squared L2 distance to the code (N,))."""
-    d2 = (2.0 - 2.0 * features @ codes.T).clamp(min=0)  # (N, K): |z - c|^2 for unit vectors
-    err, labels = d2.min(dim=1)  # (N,), (N,)
-    return labels, err
+    labels, d2 = nearest_codes(features, codes)  # (N,), (N, K)
+    return labels, d2.gather(1, labels[:, None]).squeeze(1).clamp(min=0)
 
 
 class OnlineCodebook(nn.Module):

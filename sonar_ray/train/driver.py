@@ -8,7 +8,6 @@ and ray/ (Ray Train's run folder with its checkpoints, used by --resume and by f
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from sonar_ray import progress, storage
 from sonar_ray.cluster import init_ray, quiet_data_progress
 from sonar_ray.config import to_dict
 from sonar_ray.data import DataConfig, PreparedData, build_train_dataset, prepare_data
-from sonar_ray.train import artifacts
+from sonar_ray.train import artifacts, faults
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.health import HoldOut, split_holdout
 from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
@@ -146,12 +145,11 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     init_ray(cfg.ray_address)
 
     log_dir = output if not storage.is_remote(output) else tempfile.mkdtemp(prefix="sonar-logs-")
-    fault_marker = storage.join(log_dir, ".injected_failure")
     loop_config = {
         "train": to_dict(cfg), "paths": paths, "log_dir": log_dir, "output": output,
         "run_name": wandb_run_id(output, name, resume=existing),  # a fresh id unless continuing this run
         "threads_per_worker": max(1, int(cfg.cpus_per_worker)) if not cfg.use_gpu else 4,
-        "fail_at_step": int(os.environ.get("SONAR_INJECT_FAILURE_AT_STEP", -1)), "fault_marker": fault_marker,
+        "step_hooks": faults.hooks_from_env(log_dir),
     }
     # A held-out slice of the run's own data, set aside before the stream is planned.
     prepared, holdout = split_holdout(prepared or prepare_data(data_cfg), data_cfg.clip_seconds,

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonar_ray.audio.features import normalize_fbank
 from sonar_ray.data import PreparedData
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
 from sonar_ray.data.fetch import fetch_bytes
@@ -49,7 +50,7 @@ class HoldOut:
             return {}
         tokenizer = artifacts.load_label_tokenizer(files["tokenizer"]).eval()
         predictor = artifacts.load_predictor(files["predictor"])
-        if predictor.num_codes != artifacts.num_codes(tokenizer):
+        if predictor.num_codes != tokenizer.num_codes:
             return {}
         student = MaskedTokenModel(beats.load_checkpoint(files["model"]), predictor, mask_ratio)
         return {name: _rounded(masked_prediction_health(student, tokenizer, fb, pad))
@@ -65,7 +66,7 @@ class HoldOut:
             with torch.no_grad():
                 labels = tokenizer.labels_from_fbank(fb, pad)  # (N, P)
             patch_pad = reduce_padding_mask(pad, labels.shape[1])  # the mask training uses
-            out[name] = _rounded(label_health(labels[~patch_pad], artifacts.num_codes(tokenizer)))
+            out[name] = _rounded(label_health(labels[~patch_pad], tokenizer.num_codes))
         return out
 
 
@@ -74,8 +75,6 @@ def _rounded(d: dict) -> dict:
 
 
 def _load_clips(uris: list[str], clip_seconds: float, retries: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    from sonar_ray.train.loop import normalize_fbank
-
     num = int(round(clip_seconds * SAMPLE_RATE))
     waves, lengths = [], []
     for uri in uris:

@@ -152,7 +152,7 @@ def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
                               "give more data, or --no-gates to train without them")
     rp = RandomProjectionTokenizer(RandomProjectionConfig(num_codes=cfg.iter1_codes, seed=cfg.seed,
                                                           level=round(median_patch_level(fbank, pad), 4)))
-    artifacts.save_label_tokenizer(rp, uri)
+    rp.save(uri)
     return uri
 
 

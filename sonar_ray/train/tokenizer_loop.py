@@ -18,7 +18,7 @@ from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import TokenizerTrainConfig, TokenizerTrainer
 from sonar_ray.train import artifacts
 from sonar_ray.train.health import split_holdout
-from sonar_ray.train.loop import normalize_fbank
+from sonar_ray.audio.features import normalize_fbank
 
 
 def train_tokenizer_loop_per_worker(config: dict) -> None:

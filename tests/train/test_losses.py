@@ -11,8 +11,10 @@ from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import kmeans_init
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.loop import (Models, build_models, compute_losses, finite_update, normalize_fbank,
-                                  save_worker_checkpoint, survey_codebook)
+from sonar_ray.audio.features import normalize_fbank
+from sonar_ray.train.assemble import Models, build_models, write_checkpoint
+from sonar_ray.train.growth import survey_codebook
+from sonar_ray.train.loop import compute_losses, finite_update
 from sonar_ray.objectives.codebook import OnlineCodebook, assign, recorded_usage
 from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 
@@ -133,7 +135,7 @@ def test_adaptation_usage_counts_every_clip_and_is_written_into_the_saved_tokeni
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     out = tmp_path / "ck"
     out.mkdir()
-    save_worker_checkpoint(out, cfg, models, opt, sched, 5, tmp_path / "none.jsonl")
+    write_checkpoint(out, models, opt, sched, 5, tmp_path / "none.jsonl")
     saved = tokenizer_lib.load_checkpoint(str(out / "tokenizer.pt"))  # still the official format
     torch.testing.assert_close(recorded_usage(saved.quantize), usage)
     # The next stage (or a restart) starts from that usage, not from zeros or the stale counts.
