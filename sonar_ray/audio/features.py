@@ -36,6 +36,12 @@ def raw_fbank(waves: Tensor) -> Tensor:
                        frame_length=25, frame_shift=10)
 
 
+def clip_features(waves, lengths) -> tuple[Tensor, Tensor]:
+    """(B, N) float32 clips (numpy) with `lengths` (B,) real samples -> raw fbank (B, T, 128), frame mask (B, T)."""
+    fbank = raw_fbank(torch.as_tensor(waves))  # (B, T, 128)
+    return fbank, frame_padding_mask(torch.as_tensor(lengths), fbank.shape[1])
+
+
 def normalize_fbank(fbank: Tensor, fbank_mean: float = FBANK_MEAN, fbank_std: float = FBANK_STD) -> Tensor:
     """Raw Kaldi fbank -> the BEATs input scale (what `BEATs.preprocess` returns)."""
     return (fbank - fbank_mean) / (2 * fbank_std)

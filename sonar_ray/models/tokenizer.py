@@ -106,7 +106,10 @@ class Tokenizer(AudioTransformer):
         self.quantize_layer = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, cfg.quant_dim))
 
     def quantize_input(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised fbank (B, T, 128), frame mask (B, T) -> quantize_layer output (B, P, quant_dim), pre-L2-norm."""
+        """Normalised fbank (B, T, 128), frame mask (B, T) -> quantize_layer output (B, P, quant_dim), pre-L2-norm.
+
+        The encoder's attention mask is the official one (`patch_padding_mask`), so labels match the
+        official tokenizer's (test_parity); losses decide which patches count with the data contract."""
         x = self.embed(fbank)                                                          # (B, P, D)
         if padding_mask is not None:
             padding_mask = self.patch_padding_mask(padding_mask, x.shape[1])          # (B, P)

@@ -401,7 +401,8 @@ class AudioTransformer(nn.Module):
 
     def patch_padding_mask(self, frame_padding_mask: torch.Tensor, num_patches: int) -> torch.Tensor:
         """Frame mask (B, T) -> patch mask (B, P) exactly as the official model derives it (consecutive
-        frames grouped per patch index, although patches are time-block-major: an official quirk)."""
+        frames grouped per patch index, although patches are time-block-major: an official quirk). Only
+        the official paths use it; which patches are real is `sonar_ray.audio.features.patch_padding_mask`."""
         return reduce_padding_mask(frame_padding_mask, num_patches)
 
     def embed(self, fbank: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonar_ray import storage
+from sonar_ray.audio.features import patch_padding_mask
 from sonar_ray.models.tokenizer import nearest_codes
 
 
@@ -106,6 +107,5 @@ class RandomProjectionTokenizer(nn.Module):
 def median_patch_level(fbank: Tensor, frame_padding_mask: Tensor, patch_size: int = 16) -> float:
     """Median mean level of the real patches of normalized fbank (N, T, F): `level` for these data."""
     means = fbank_patches(fbank.float(), patch_size).mean(-1)  # (N, P)
-    real = ~fbank_patches(frame_padding_mask[..., None].expand(-1, -1, fbank.shape[-1]).float(),
-                          patch_size).bool().all(-1)  # (N, P) patches with at least one real frame
+    real = ~patch_padding_mask(frame_padding_mask, patch_size, fbank.shape[-1])  # (N, P) the data contract's
     return float(means[real].median())

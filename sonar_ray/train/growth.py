@@ -8,34 +8,16 @@ all-reduced and rank 0's codes broadcast, so all replicas keep one codebook.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from sonar_ray.audio.features import normalize_fbank, num_patches
+from sonar_ray.audio.features import normalize_fbank, patch_padding_mask
 from sonar_ray.objectives.codebook import assign, grow_tokenizer, new_codes
 from sonar_ray.train.assemble import Models
+from sonar_ray.train.collectives import broadcast_, summed
 from sonar_ray.train.config import TrainConfig
 
 SURVEY_BATCHES = 8  # first batches per rank that measure prior code usage and decide growth
 GROW_MARGIN = 1.2   # grow when new-domain patches are quantized this much worse than prior ones
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def broadcast_(tensor: torch.Tensor) -> None:
-    """Every rank takes rank 0's value, so all replicas keep one codebook."""
-    if _distributed():
-        dist.broadcast(tensor, src=0)
-
-
-def summed(tensor: torch.Tensor) -> torch.Tensor:
-    """The sum of `tensor` over all ranks (a new tensor)."""
-    tensor = tensor.clone()
-    if _distributed():
-        dist.all_reduce(tensor)
-    return tensor
 
 
 @torch.no_grad()
@@ -55,7 +37,7 @@ def survey_codebook(cfg: TrainConfig, models: Models, batches: list[dict], devic
     for batch in batches:
         fbank = normalize_fbank(batch["fbank"].to(device))  # (B, T, 128)
         frame_pad = batch["padding_mask"].to(device)  # (B, T)
-        patch_pad = models.student.encoder.patch_padding_mask(frame_pad, num_patches(fbank))  # (B, P)
+        patch_pad = patch_padding_mask(frame_pad, models.student.encoder.cfg.input_patch_size)  # (B, P)
         z = tok.quantize_input(fbank, frame_pad)[~patch_pad]  # (N, d) real patches
         prior = batch["is_prior"].to(device)[:, None].expand_as(patch_pad)[~patch_pad]  # (N,)
         labels, err = assign(F.normalize(z.float(), dim=-1), codes)  # (N,), (N,)

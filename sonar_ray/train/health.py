@@ -14,12 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sonar_ray.audio.features import normalize_fbank
+from sonar_ray.audio.features import clip_features, normalize_fbank, patch_padding_mask
 from sonar_ray.data import PreparedData
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
 from sonar_ray.data.fetch import fetch_bytes
-from sonar_ray.data.inspect import clip_features
-from sonar_ray.models.transformer import reduce_padding_mask
 from sonar_ray.objectives.health import label_health, masked_prediction_health
 
 MAX_HOLDOUT = 32  # clips per source: enough for stable codes statistics (~2,500 patches), cheap to score
@@ -65,7 +63,7 @@ class HoldOut:
         for name, (fb, pad) in self.clips.items():
             with torch.no_grad():
                 labels = tokenizer.labels_from_fbank(fb, pad)  # (N, P)
-            patch_pad = reduce_padding_mask(pad, labels.shape[1])  # the mask training uses
+            patch_pad = patch_padding_mask(pad)  # the patches training counts
             out[name] = _rounded(label_health(labels[~patch_pad], tokenizer.num_codes))
         return out
 

@@ -23,7 +23,7 @@ import ray.train.torch
 from torch import nn
 
 from sonar_ray import storage
-from sonar_ray.audio.features import normalize_fbank, num_patches
+from sonar_ray.audio.features import normalize_fbank, patch_padding_mask
 from sonar_ray.config import from_dict
 from sonar_ray.data import iter_train_batches
 from sonar_ray.models.tokenizer import LabelTokenizer
@@ -32,6 +32,7 @@ from sonar_ray.objectives.distill import feature_distill_loss, token_distill_los
 from sonar_ray.objectives.masking import gather_patches
 from sonar_ray.train import growth
 from sonar_ray.train.assemble import Models, build_models, resume_paths, write_checkpoint
+from sonar_ray.train.collectives import summed
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.metrics import MetricsLogger
 from sonar_ray.train.schedule import build_optimizer, warmup_cosine
@@ -59,7 +60,7 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     """One forward pass: (weighted total loss, logged scalars, tensors for the codebook update)."""
     fbank = normalize_fbank(batch["fbank"].to(device))  # (B, T, 128)
     frame_pad = batch["padding_mask"].to(device)  # (B, T)
-    patch_pad = models.student.encoder.patch_padding_mask(frame_pad, num_patches(fbank))  # (B, P)
+    patch_pad = patch_padding_mask(frame_pad, models.student.encoder.cfg.input_patch_size)  # (B, P) real patches
     with torch.no_grad():
         z = models.tokenizer.quantize_input(fbank, frame_pad)  # (B, P, d) tokenizer encoder, once
         labels = models.tokenizer.labels(z)  # (B, P): labels_from_fbank's path, parity-tested
@@ -97,26 +98,6 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     logs["replay_share"] = batch["is_prior"].float().mean()
     logs["loss"] = total.detach()
     return total, logs, {"features": z[~patch_pad]}  # every clip's real patches, replayed prior included
-
-
-def finite_update(loss: torch.Tensor, params: list[nn.Parameter], optimizer, grad_clip: float,
-                  world: int) -> torch.Tensor | None:
-    """Backward, clip and step, unless the loss or the gradient norm is not finite: then nothing is
-    updated (a NaN step would poison every weight and every later checkpoint) and None is returned.
-    Workers decide together on the loss, since DDP's backward is a collective."""
-    finite = torch.isfinite(loss.detach()).float().reshape(1)
-    if world > 1:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    optimizer.zero_grad(set_to_none=True)
-    if not finite.item():
-        return None
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)  # same on every worker after DDP's all-reduce
-    if not torch.isfinite(grad_norm):
-        optimizer.zero_grad(set_to_none=True)
-        return None
-    optimizer.step()
-    return grad_norm
 
 
 def finite_update(loss: torch.Tensor, params: list[nn.Parameter], optimizer, grad_clip: float,
@@ -184,6 +165,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     step, t_last, samples, safe_step = start_step, time.time(), 0, start_step
     nonfinite_steps = 0  # updates skipped for a non-finite loss / gradient (this worker group's lifetime)
+    replaced = 0  # clips of this worker's batches replaced at read time (this worker group's lifetime)
     student.train()
     for batch in batches:
         if step >= cfg.end_step:
@@ -205,13 +187,16 @@ def train_loop_per_worker(config: dict) -> None:
             logs.update(growth.reanchor(models, aux["features"]))  # usage over every clip of the global batch
         step += 1
         samples += len(batch["is_prior"])
+        replaced += batch["replaced"]
 
         last = step == cfg.end_step
         if step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or last:
             now = time.time()
             metrics = {k: float(v) for k, v in logs.items()}
             metrics.update(lr=scheduler.get_last_lr()[0], samples_per_s=samples * world / (now - t_last),
-                           samples_seen=step * cfg.batch_size * world, **grow_info)
+                           samples_seen=step * cfg.batch_size * world, **grow_info,
+                           replaced_clips=float(summed(torch.tensor(float(replaced), device=device))),
+                           skipped_inputs=config["skipped_inputs"])  # bad files left out before training
             t_last, samples = now, 0
             if logger:
                 logger.log(step, metrics)

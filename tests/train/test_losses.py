@@ -198,3 +198,28 @@ def test_tokenizer_distillation_without_a_starting_predictor_fails_before_any_wo
     with pytest.raises(ValueError, match="predictor.pt"):
         check_inputs(TrainConfig(method="sonar"), paths)
     check_inputs(TrainConfig(method="sonar", lambda_tok=0.0), paths)
+
+
+def test_training_inspection_and_evaluation_agree_on_the_real_patches_of_a_padded_batch(tmp_path):
+    """One data contract: the stream's frame mask, the loss step's patches, inspection's and evaluation's
+    pooling all count the patches a clip has on its own (the official mask groups patch indices instead)."""
+    import numpy as np
+
+    from sonar_ray.audio.features import clip_features
+    from sonar_ray.data.decode import fit_length
+    from sonar_ray.data.inspect import ClipInspector
+    from sonar_ray.eval.embeddings import embed_waveforms, encode_frames
+
+    cfg, models = _models(tmp_path)
+    rng = np.random.default_rng(0)
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (32000, 19680, 32000, 25000)]  # 1.23 s, 1.56 s
+    crops = [fit_length(c, 32000) for c in clips]  # what the stream does with a 2 s crop
+    waves, lengths = np.stack([w for w, _ in crops]), np.array([n for _, n in crops])
+    fbank, frame_pad = clip_features(waves, lengths)
+    batch = {"fbank": fbank, "padding_mask": frame_pad, "is_prior": torch.tensor([True, True, False, False])}
+    _, _, aux = compute_losses(cfg, models, models.student, batch, torch.Generator().manual_seed(0), "cpu")
+    _, eval_padded = encode_frames(models.student.encoder, clips)
+    assert aux["features"].shape[0] == (~eval_padded).sum() == 8 * (12 + 7 + 12 + 9)
+    inspector = ClipInspector(2.0, 0.1, 60.0, embed=True, model_uri=str(tmp_path / "model.pt"))
+    base = beats.load_checkpoint(str(tmp_path / "model.pt")).eval()
+    np.testing.assert_allclose(inspector._embed(waves, lengths), embed_waveforms(base, clips), atol=1e-5)

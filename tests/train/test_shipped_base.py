@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sonar_ray.data.inspect import clip_features
+from sonar_ray.audio.features import clip_features
 from sonar_ray.demo import CORPUS_VERSION
 from sonar_ray.demo.domains import synthesize
 from sonar_ray.models import beats
