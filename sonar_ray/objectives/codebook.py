@@ -16,7 +16,7 @@ operate on the tokenizer's official tensors `quantize.embedding.{weight, embed_a
   the next stage of a stream starts from the usage the previous one ended with.
 
 Growth is decided once, at the start of an adaptation, by the training loop (see
-`sonar_ray.train.loop.survey_codebook`): new-domain error above 1.2x the prior error, both averaged
+`sonar_ray.train.growth.survey_codebook`): new-domain error above 1.2x the prior error, both averaged
 over the first batches of every rank.
 """
 
