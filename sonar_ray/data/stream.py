@@ -17,6 +17,7 @@ import numpy as np
 from sonar_ray.data.config import DataConfig
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
 from sonar_ray.data.fetch import read_audio
+from sonar_ray.data.manifest import clip_rows
 from sonar_ray.data.prepare import PreparedData, prepare_data
 from sonar_ray.data.sampler import JointSampler
 
@@ -24,9 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def make_sampler(cfg: DataConfig, prepared: PreparedData) -> JointSampler:
-    return JointSampler(prepared.new["uri"].tolist(), prepared.new["duration"].to_numpy(),
-                        prepared.prior["uri"].tolist(), prepared.prior["duration"].to_numpy(),
-                        prepared.prior["stratum"].to_numpy(), prepared.shares, batch_size=cfg.batch_size,
+    return JointSampler(clip_rows(prepared.new), clip_rows(prepared.prior), prepared.shares, batch_size=cfg.batch_size,
                         replay_ratio=cfg.replay_ratio, clip_seconds=cfg.clip_seconds, seed=cfg.seed)
 
 
