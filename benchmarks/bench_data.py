@@ -19,7 +19,7 @@ import torch
 from sonar_ray.config import parse_cli
 from sonar_ray.data import SAMPLE_RATE, BadAudio, decode, fit_length, load_source
 from sonar_ray.data.fetch import fetch_bytes
-from sonar_ray.data.inspect import clip_features
+from sonar_ray.audio.features import clip_features
 
 
 @dataclass

@@ -29,7 +29,8 @@ from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 from sonar_ray.objectives.tokenizer_training import kmeans_init
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.loop import Models, compute_losses
+from sonar_ray.train.assemble import Models
+from sonar_ray.train.loop import compute_losses
 from sonar_ray.train.schedule import build_optimizer
 
 

@@ -1,8 +1,8 @@
 """The one Ray Data pass over a manifest: decode each file once, record validity and duration, and
 (when asked) a mean-pooled clip embedding; cached as Parquet beside the data and reused.
 
-Embeddings come from the starting BEATs model when one is given (`extract_features`, mean over
-unpadded patches), else from mean log-mel fbank: a model-free stand-in that still separates
+Embeddings come from the starting BEATs model when one is given (mean of the last layer over the
+real patches of `sonar_ray.audio.features`, as evaluation pools), else from mean log-mel fbank: a model-free stand-in that still separates
 spectrally different strata.
 
 Why not `ray.data.read_audio`: one unreadable file fails its read task, and it neither resamples
@@ -26,24 +26,7 @@ from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, fit_length, scan
 from sonar_ray.data.fetch import read_audio
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
-FBANK_SCALE = 2 ** 15  # BEATs feeds int16-range audio to Kaldi fbank
-
-
-def clip_features(waves: np.ndarray, lengths: np.ndarray):
-    """(B, N) clips with `lengths` real samples -> raw Kaldi fbank (B, T, 128) and frame padding mask (B, T).
-
-    A frame counts as padding when less than half of it is real audio (25 ms window, 10 ms shift).
-    """
-    import torch
-
-    from sonar_ray.audio.fbank import kaldi_fbank
-
-    fbank = kaldi_fbank(torch.from_numpy(waves) * FBANK_SCALE, sample_frequency=SAMPLE_RATE)  # (B, T, 128)
-    frames = torch.arange(fbank.shape[1])
-    half_window, shift = SAMPLE_RATE * 25 // 2000, SAMPLE_RATE * 10 // 1000
-    mask = frames[None, :] * shift + half_window > torch.from_numpy(lengths)[:, None]  # (B, T)
-    return fbank, mask
+CACHE_VERSION = 3  # 3: model embeddings pool the data contract's real patches
 
 
 class ClipInspector:
@@ -64,14 +47,16 @@ class ClipInspector:
     def _embed(self, waves: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         import torch
 
+        from sonar_ray.audio.features import clip_features, normalize_fbank, patch_padding_mask
+
         with torch.no_grad():
+            fbank, mask = clip_features(waves, lengths)  # (B, T, 128), (B, T)
             if self.model is None:
-                fbank, mask = clip_features(waves, lengths)  # (B, T, 128), (B, T)
-                keep = (~mask).unsqueeze(-1).float()
-                return ((fbank * keep).sum(1) / keep.sum(1).clamp(min=1)).numpy()  # (B, 128)
-            sample_mask = torch.arange(waves.shape[1])[None, :] >= torch.from_numpy(lengths)[:, None]
-            x, pmask = self.model.extract_features(torch.from_numpy(waves), padding_mask=sample_mask)  # (B, P, D)
-            keep = torch.ones(x.shape[:2]) if pmask is None else (~pmask).float()
+                x, keep = fbank, (~mask).float()  # (B, T, 128), (B, T)
+            else:
+                padded = patch_padding_mask(mask, self.model.cfg.input_patch_size)  # (B, P)
+                x, _ = self.model.encode(self.model.embed(normalize_fbank(fbank)), padded)  # (B, P, D)
+                keep = (~padded).float()
             return ((x * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)).numpy()  # (B, D)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -3,13 +3,15 @@
 A source is a manifest file (JSONL, CSV or Parquet with at least `path`), a corpus root holding
 `manifests/train.jsonl`, or a folder / bucket prefix of audio files (domain from the user or from
 the layout `<root>/<domain>/...`). Every source becomes a DataFrame with an absolute `uri` column
-next to the optional `domain`, `task`, `label`, `split`, `duration`, `stratum` columns.
+next to the optional `domain`, `task`, `label`, `split`, `duration`, `stratum` columns; `clip_rows`
+turns an inspected table into typed `ClipRow`s, what the sampler takes.
 """
 
 from __future__ import annotations
 
 import io
 import posixpath
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -21,6 +23,23 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".ai
 OPTIONAL_COLUMNS = ("domain", "task", "label", "split", "duration", "stratum")
 TRAIN_MANIFEST = "manifests/train.jsonl"
 PROBE_MANIFEST = "manifests/probes.jsonl"
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """One usable clip as the sampler sees it (after inspection: its duration is measured)."""
+    uri: str
+    duration: float   # seconds
+    domain: str = ""
+    stratum: int = 0  # replay stratum of a prior clip (0 for new-domain clips and uniform replay)
+
+
+def clip_rows(table: pd.DataFrame) -> list[ClipRow]:
+    """Inspected rows (`uri`, `duration`, optional `domain`, `stratum`) -> typed rows, in table order."""
+    domain = table["domain"].fillna("").astype(str) if "domain" in table else [""] * len(table)
+    stratum = table["stratum"].astype(int) if "stratum" in table else [0] * len(table)
+    return [ClipRow(str(u), float(d), dom, int(s))
+            for u, d, dom, s in zip(table["uri"], table["duration"], domain, stratum)]
 
 
 def _parent(uri: str) -> str:

@@ -57,7 +57,8 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         for df in (new, prior):
             df.loc[(df["reason"] == "") & ~finite_rows(np.stack(df["embedding"])), "reason"] = "non_finite_embedding"
     bad = pd.concat([new, prior])
-    bad = bad[bad["reason"] != ""][["uri", "reason"]].reset_index(drop=True)
+    # Pre-training streams one source as both: each bad file is reported once.
+    bad = bad[bad["reason"] != ""][["uri", "reason"]].drop_duplicates("uri").reset_index(drop=True)
     new = new[new["reason"] == ""].reset_index(drop=True)
     prior = prior[prior["reason"] == ""].reset_index(drop=True)
     if new.empty or (prior.empty and cfg.replay_ratio > 0):

@@ -10,9 +10,12 @@ counters: `state_dict()` / `load_state_dict()` resume the stream exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from sonar_ray.data.manifest import ClipRow
 
 _NEW, _PRIOR, _BATCH = 0, 1, 2  # RNG stream ids
 
@@ -52,22 +55,24 @@ class _Cycle:
 
 
 class JointSampler:
-    def __init__(self, new_uris: list[str], new_durations: np.ndarray, prior_uris: list[str],
-                 prior_durations: np.ndarray, prior_strata: np.ndarray, shares: np.ndarray, *,
+    """`new` and `prior` clips (prior ones carry their stratum), `shares` (S,) replay share per stratum."""
+
+    def __init__(self, new: Sequence[ClipRow], prior: Sequence[ClipRow], shares: np.ndarray, *,
                  batch_size: int, replay_ratio: float, clip_seconds: float, seed: int):
         self.num_prior = int(round(replay_ratio * batch_size))
-        if (self.num_prior and not prior_uris) or (self.num_prior < batch_size and not new_uris):
+        if (self.num_prior and not prior) or (self.num_prior < batch_size and not new):
             raise ValueError(f"replay_ratio={replay_ratio} needs clips in both pools "
-                             f"(new: {len(new_uris)}, prior: {len(prior_uris)})")
+                             f"(new: {len(new)}, prior: {len(prior)})")
         self.batch_size, self.clip_seconds, self.seed = batch_size, clip_seconds, seed
-        self.uris = {False: list(new_uris), True: list(prior_uris)}
-        self.durations = {False: np.asarray(new_durations, float), True: np.asarray(prior_durations, float)}
+        self.uris = {False: [c.uri for c in new], True: [c.uri for c in prior]}
+        self.durations = {False: np.array([c.duration for c in new], float),
+                          True: np.array([c.duration for c in prior], float)}
         self.shares = np.asarray(shares, dtype=np.float64)
-        strata = np.asarray(prior_strata)
+        strata = np.array([c.stratum for c in prior], dtype=np.int64)
         self.members = [np.flatnonzero(strata == s) for s in range(len(self.shares))]
         if any(len(m) == 0 for m in self.members):
             raise ValueError("every stratum with a share needs at least one clip")
-        self.new_cycle = _Cycle(len(new_uris), (seed, _NEW))
+        self.new_cycle = _Cycle(len(new), (seed, _NEW))
         self.stratum_cycles = [_Cycle(len(m), (seed, _PRIOR, s)) for s, m in enumerate(self.members)]
         self.credit = np.zeros(len(self.shares))
         self.batch = 0

@@ -17,7 +17,7 @@ import numpy as np
 from sonar_ray.data.config import DataConfig
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
 from sonar_ray.data.fetch import read_audio
-from sonar_ray.data.inspect import clip_features
+from sonar_ray.data.manifest import clip_rows
 from sonar_ray.data.prepare import PreparedData, prepare_data
 from sonar_ray.data.sampler import JointSampler
 
@@ -25,9 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def make_sampler(cfg: DataConfig, prepared: PreparedData) -> JointSampler:
-    return JointSampler(prepared.new["uri"].tolist(), prepared.new["duration"].to_numpy(),
-                        prepared.prior["uri"].tolist(), prepared.prior["duration"].to_numpy(),
-                        prepared.prior["stratum"].to_numpy(), prepared.shares, batch_size=cfg.batch_size,
+    return JointSampler(clip_rows(prepared.new), clip_rows(prepared.prior), prepared.shares, batch_size=cfg.batch_size,
                         replay_ratio=cfg.replay_ratio, clip_seconds=cfg.clip_seconds, seed=cfg.seed)
 
 
@@ -37,6 +35,8 @@ def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) ->
     A clip that passed inspection but fails now (e.g. a flaky read) is replaced by a clip of the same
     kind (new / prior) from this batch, so the ratio holds; `replaced` counts them.
     """
+    from sonar_ray.audio.features import clip_features
+
     uris, starts, is_prior = row["uris"][0], row["starts"][0], np.asarray(row["is_prior"][0], dtype=bool)
     num = int(round(clip_seconds * SAMPLE_RATE))
     waves, lengths = np.zeros((len(uris), num), np.float32), np.zeros(len(uris), np.int64)
@@ -89,7 +89,8 @@ def iter_train_batches(shard, first_index: int | None = None, stride: int = 1,
                        prefetch_batches: int = 2) -> Iterator[dict]:
     """Training-worker side: a dataset shard (`ray.train.get_dataset_shard`) -> dicts of torch tensors.
 
-    `fbank` float32 (B, T, 128), `padding_mask` bool (B, T), `is_prior` bool (B,), `batch_index` int.
+    `fbank` float32 (B, T, 128), `padding_mask` bool (B, T), `is_prior` bool (B,), `batch_index` int,
+    `replaced` int (clips that failed at read time and were replaced by another of the batch).
     With `first_index`, exactly batches first_index, first_index + stride, ... come out: earlier ones
     are skipped (a restarted stream begins at the last safe point, which may lag the restored
     checkpoint), and a gap or a batch out of order is an error rather than a silently wrong run.
@@ -108,4 +109,4 @@ def iter_train_batches(shard, first_index: int | None = None, stride: int = 1,
         yield {"fbank": torch.from_numpy(np.array(row["fbank"][0], dtype=np.float32)),  # own, writable copy
                "padding_mask": torch.from_numpy(np.asarray(row["padding_mask"][0], dtype=bool)),
                "is_prior": torch.from_numpy(np.asarray(row["is_prior"][0], dtype=bool)),
-               "batch_index": int(row["batch_index"][0])}
+               "batch_index": int(row["batch_index"][0]), "replaced": int(row["replaced"][0])}

@@ -1,14 +1,11 @@
 """Frozen-encoder embeddings: mean-pooled over the valid (unpadded) patches of each clip.
 
-Valid patches come from each clip's real time extent, not from the mask `BEATs.extract_features`
-returns. That mask follows an official quirk (shared/fixtures/README.md, "Return conventions"): it
-groups consecutive *patch indices* although patches are time-block-major (index = time_block *
-freq_blocks + freq_block), so it marks some real patches padded and some padded ones real. Here a
-clip of n real samples has T = 1 + (n - 400) // 160 fbank frames, and a time block (16 frames, all
-its frequency blocks) is valid when all its frames are real: blocks 0 .. T // 16 - 1, exactly the
-patches the clip would have on its own. We run preprocess -> embed -> encode with that mask, so it
-also drives attention (padded keys excluded) and the zeroing before the positional convolution:
-a clip's embedding does not depend on what it was batched with (up to float rounding).
+Valid patches are the data contract's (`sonar_ray.audio.features`): a time block (16 frames, all its
+frequency blocks) is valid when all its frames are real, exactly the patches the clip would have on
+its own; not the quirky mask `BEATs.extract_features` returns. We run preprocess -> embed -> encode
+with that mask, so it also drives attention (padded keys excluded) and the zeroing before the
+positional convolution: a clip's embedding does not depend on what it was batched with (up to float
+rounding), and training and inspection count the same patches.
 
 Two paths, one callable: `ClipEmbedder` (decode + embed a batch of clip URIs) runs in-process for
 small sets (`embed_clips(..., use_ray=False)`) and as a Ray Data `map_batches` actor pool for large
@@ -22,11 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sonar_ray.audio.features import FRAME_LENGTH, FRAME_SHIFT, frame_padding_mask, patch_padding_mask
 from sonar_ray.data.decode import BadAudio, decode
 from sonar_ray.data.fetch import fetch_bytes
-
-FRAME_LENGTH, FRAME_SHIFT = 400, 160  # samples (25 ms / 10 ms at 16 kHz), Kaldi fbank with snip_edges
-NUM_MEL_BINS = 128
 
 
 @dataclass
@@ -43,22 +38,6 @@ class EmbeddingSpec:
 def min_samples(patch_frames: int) -> int:
     """Shortest input with one full time block of patches."""
     return FRAME_LENGTH + (patch_frames - 1) * FRAME_SHIFT
-
-
-def num_frames(num_samples: torch.Tensor) -> torch.Tensor:
-    return torch.clamp((num_samples - FRAME_LENGTH) // FRAME_SHIFT + 1, min=0)
-
-
-def valid_time_blocks(num_samples: torch.Tensor, patch_frames: int) -> torch.Tensor:
-    """(B,) number of time blocks made only of real frames."""
-    return num_frames(num_samples) // patch_frames
-
-
-def padded_patch_mask(num_samples: torch.Tensor, num_patches: int, patch_frames: int) -> torch.Tensor:
-    """(B, P) bool, True = patch lies (partly) in padding, from each clip's real sample count."""
-    freq_blocks = NUM_MEL_BINS // patch_frames
-    time_block = torch.arange(num_patches) // freq_blocks  # (P,)
-    return time_block[None, :] >= valid_time_blocks(num_samples, patch_frames)[:, None]  # (B, P)
 
 
 def pad_batch(waves: list[np.ndarray], patch_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +73,7 @@ def encode_frames(model, waves: list[np.ndarray], layer: str = "last") -> tuple[
     source, lengths = pad_batch(waves, patch_frames)
     fbank = model.preprocess(source.to(device))  # (B, T, 128), normalized
     x = model.embed(fbank)  # (B, P, D)
-    padded = padded_patch_mask(lengths, x.shape[1], patch_frames).to(device)  # (B, P)
+    padded = patch_padding_mask(frame_padding_mask(lengths.to(device), fbank.shape[1]), patch_frames)  # (B, P)
     x, layer_results = model.encode(x, padding_mask=padded)
     return _select_layer(x, layer_results, layer), padded
 

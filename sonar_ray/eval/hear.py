@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from sonar_ray.eval.embeddings import (FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS, embed_waveforms, encode_frames,
-                                       min_samples)
+from sonar_ray.audio.features import FRAME_LENGTH, FRAME_SHIFT, NUM_MEL_BINS
+from sonar_ray.eval.embeddings import embed_waveforms, encode_frames, min_samples
 
 
 DEFAULT_HOP_MS = 40  # <= 50 ms, what HEAR asks of event and transcription embeddings

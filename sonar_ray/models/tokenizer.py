@@ -2,13 +2,17 @@
 
 Official config fields (TokenizersConfig), parameter/buffer names and checkpoint format. Training the
 codebook (k-means init, EMA updates) lives in `sonar_ray.objectives`; this module holds the official
-state and the inference path, plus `nearest_codes` for reuse.
+state and the inference path, plus `nearest_codes`: the one nearest-code computation of the project
+(the random-projection tokenizer, codebook re-anchoring and tokenizer training call it too).
+
+`LabelTokenizer` is what training asks of a label source; this Tokenizer and
+`sonar_ray.objectives.random_projection.RandomProjectionTokenizer` implement it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn as nn
@@ -16,6 +20,44 @@ import torch.nn.functional as F
 
 from sonar_ray.models.transformer import (FBANK_MEAN, FBANK_STD, AudioTransformer, EncoderConfig, load_weights,
                                           read_checkpoint, save_model)
+
+
+@torch.no_grad()
+def nearest_codes(z: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised z (..., d), unit codes (K, d) -> (labels (...,) int64, squared distances (..., K)).
+
+    Official arithmetic: |z|^2 + |w|^2 - 2 z.w, argmin (first index on ties); in the codes' dtype even
+    under autocast, so labels do not depend on mixed precision.
+    """
+    with torch.autocast(z.device.type, enabled=False):
+        flat = z.reshape(-1, codes.shape[1]).to(codes.dtype)                                   # (N, d)
+        d = flat.pow(2).sum(dim=1, keepdim=True) + codes.pow(2).sum(dim=1) - 2 * flat @ codes.T  # (N, K)
+    return d.argmin(dim=1).view(z.shape[:-1]), d.view(*z.shape[:-1], codes.shape[0])
+
+
+class LabelTokenizer(Protocol):
+    """A label source for masked-token prediction: fbank patches -> code indices of a unit codebook.
+
+    Labels are `labels(quantize_input(fbank, mask))` (= `labels_from_fbank`), the nearest code by
+    `nearest_codes`. `adaptable`: SONAR may re-anchor and grow the codebook (the official tensors
+    `quantize.embedding.*` then exist); a frozen tokenizer's codebook never changes.
+    """
+
+    adaptable: ClassVar[bool]
+
+    @property
+    def num_codes(self) -> int: ...
+
+    @property
+    def codebook(self) -> torch.Tensor: ...  # (K, d) unit codes
+
+    def quantize_input(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def labels(self, quantize_input: torch.Tensor) -> torch.Tensor: ...
+
+    def labels_from_fbank(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def save(self, path_or_uri: str) -> None: ...
 
 
 @dataclass
@@ -47,20 +89,15 @@ class NormEMAVectorQuantizer(nn.Module):
         self.embedding = EmbeddingEMA(n_embed, embedding_dim)
         self.register_buffer("cluster_size", torch.zeros(n_embed))  # EMA of code usage           (K,)
 
-    @torch.no_grad()
     def nearest_codes(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised z (..., d) -> (labels (...,) int64, squared distances to every code (..., K)).
-
-        Official arithmetic: |z|^2 + |w|^2 - 2 z.w, argmin (first index on ties).
-        """
-        w = self.embedding.weight                                                     # (K, d)
-        flat = z.reshape(-1, w.shape[1]).to(w.dtype)                                  # (N, d)
-        d = flat.pow(2).sum(dim=1, keepdim=True) + w.pow(2).sum(dim=1) - 2 * flat @ w.T  # (N, K)
-        return d.argmin(dim=1).view(z.shape[:-1]), d.view(*z.shape[:-1], w.shape[0])
+        """L2-normalised z (..., d) -> (labels (...,), squared distances (..., K)) to this codebook."""
+        return nearest_codes(z, self.embedding.weight)
 
 
 class Tokenizer(AudioTransformer):
-    """BEATs tokenizer (official class name: Tokenizers)."""
+    """BEATs tokenizer (official class name: Tokenizers); a LabelTokenizer."""
+
+    adaptable: ClassVar[bool] = True
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__(cfg)
@@ -69,14 +106,26 @@ class Tokenizer(AudioTransformer):
         self.quantize_layer = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, cfg.quant_dim))
 
     def quantize_input(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised fbank (B, T, 128), frame mask (B, T) -> quantize_layer output (B, P, quant_dim), pre-L2-norm."""
+        """Normalised fbank (B, T, 128), frame mask (B, T) -> quantize_layer output (B, P, quant_dim), pre-L2-norm.
+
+        The encoder's attention mask is the official one (`patch_padding_mask`), so labels match the
+        official tokenizer's (test_parity); losses decide which patches count with the data contract."""
         x = self.embed(fbank)                                                          # (B, P, D)
         if padding_mask is not None:
             padding_mask = self.patch_padding_mask(padding_mask, x.shape[1])          # (B, P)
         x, _ = self.encode(x, padding_mask)
         return self.quantize_layer(x)                                                  # (B, P, quant_dim)
 
-    def _labels(self, quantize_input: torch.Tensor) -> torch.Tensor:
+    @property
+    def num_codes(self) -> int:
+        return self.quantize.embedding.weight.shape[0]
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return self.quantize.embedding.weight                                          # (K, quant_dim)
+
+    def labels(self, quantize_input: torch.Tensor) -> torch.Tensor:
+        """quantize_layer output (B, P, quant_dim) -> code indices (B, P) int64."""
         if not self.quantize.embedding.initted.item():
             raise RuntimeError("tokenizer codebook is not initialised (quantize.embedding.initted == 0): "
                                "load a trained tokenizer, or initialise the codebook (sonar_ray.objectives)")
@@ -85,13 +134,16 @@ class Tokenizer(AudioTransformer):
 
     def labels_from_fbank(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised fbank (B, T, 128), frame mask (B, T) -> code indices (B, P) int64 (padded patches too)."""
-        return self._labels(self.quantize_input(fbank, padding_mask))
+        return self.labels(self.quantize_input(fbank, padding_mask))
 
     def extract_labels(self, source: torch.Tensor, padding_mask: torch.Tensor | None = None,
                        fbank_mean: float = FBANK_MEAN, fbank_std: float = FBANK_STD) -> torch.Tensor:
         """Official: waveforms (B, N), sample mask (B, N) -> code indices (B * P,) int64, flattened."""
         x, _ = self.encode_source(source, padding_mask, fbank_mean, fbank_std)         # (B, P, D)
-        return self._labels(self.quantize_layer(x)).reshape(-1)                        # (B * P,)
+        return self.labels(self.quantize_layer(x)).reshape(-1)                         # (B * P,)
+
+    def save(self, path_or_uri: str) -> None:
+        save_checkpoint(self, path_or_uri)
 
 
 def load_checkpoint(path_or_uri: str, map_location: str | torch.device = "cpu") -> Tokenizer:

@@ -22,11 +22,7 @@ import torch.nn.functional as F
 
 from sonar_ray import config as config_lib
 from sonar_ray import storage
-from sonar_ray.audio.fbank import kaldi_fbank
-
-FBANK_MEAN = 15.41663  # official BEATs fbank normalisation (AudioSet statistics)
-FBANK_STD = 6.55582
-NUM_MEL_BINS = 128
+from sonar_ray.audio.features import FBANK_MEAN, FBANK_STD, normalize_fbank, raw_fbank
 
 C = TypeVar("C", bound="EncoderConfig")
 
@@ -397,9 +393,7 @@ class AudioTransformer(nn.Module):
     def preprocess(self, source: torch.Tensor, fbank_mean: float = FBANK_MEAN,
                    fbank_std: float = FBANK_STD) -> torch.Tensor:
         """Waveforms (B, N) in [-1, 1] at 16 kHz -> normalised fbank (B, T, 128)."""
-        fbank = kaldi_fbank(source * 2 ** 15, num_mel_bins=NUM_MEL_BINS, sample_frequency=16000,
-                            frame_length=25, frame_shift=10)                           # (B, T, 128)
-        return (fbank - fbank_mean) / (2 * fbank_std)
+        return normalize_fbank(raw_fbank(source), fbank_mean, fbank_std)              # (B, T, 128)
 
     def forward_padding_mask(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """Official: reduce `padding_mask` (B, n) to features.shape[1] entries."""
@@ -407,7 +401,8 @@ class AudioTransformer(nn.Module):
 
     def patch_padding_mask(self, frame_padding_mask: torch.Tensor, num_patches: int) -> torch.Tensor:
         """Frame mask (B, T) -> patch mask (B, P) exactly as the official model derives it (consecutive
-        frames grouped per patch index, although patches are time-block-major: an official quirk)."""
+        frames grouped per patch index, although patches are time-block-major: an official quirk). Only
+        the official paths use it; which patches are real is `sonar_ray.audio.features.patch_padding_mask`."""
         return reduce_padding_mask(frame_padding_mask, num_patches)
 
     def embed(self, fbank: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ operate on the tokenizer's official tensors `quantize.embedding.{weight, embed_a
   the next stage of a stream starts from the usage the previous one ended with.
 
 Growth is decided once, at the start of an adaptation, by the training loop (see
-`sonar_ray.train.loop.survey_codebook`): new-domain error above 1.2x the prior error, both averaged
+`sonar_ray.train.growth.survey_codebook`): new-domain error above 1.2x the prior error, both averaged
 over the first batches of every rank.
 """
 
@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonar_ray.models.tokenizer import nearest_codes
+
 
 def assign(features: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
     """Unit features (N, d), unit codes (K, d) -> (labels (N,), squared L2 distance to the code (N,))."""
-    d2 = (2.0 - 2.0 * features @ codes.T).clamp(min=0)  # (N, K): |z - c|^2 for unit vectors
-    err, labels = d2.min(dim=1)  # (N,), (N,)
-    return labels, err
+    labels, d2 = nearest_codes(features, codes)  # (N,), (N, K)
+    return labels, d2.gather(1, labels[:, None]).squeeze(1).clamp(min=0)
 
 
 class OnlineCodebook(nn.Module):

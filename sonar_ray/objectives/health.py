@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonar_ray.audio.features import num_patches, patch_padding_mask
 from sonar_ray.objectives.masking import random_patch_mask
 
 HEALTH_SEED = 1234
@@ -46,16 +47,16 @@ def masked_prediction_health(student: nn.Module, tokenizer: nn.Module, fbank: Te
     student.eval()
     encoder = student.encoder
     p = encoder.cfg.input_patch_size
-    num_patches = (fbank.shape[1] // p) * (fbank.shape[2] // p)
+    P = num_patches(fbank, p)
     generator = torch.Generator().manual_seed(HEALTH_SEED)
     K = student.predictor.num_codes
     ce_sum, hits, n_targets = 0.0, 0, 0
     target_labels, real_labels = [], []
     for i in range(0, len(fbank), batch_size):
         fb, fpad = fbank[i:i + batch_size], frame_padding_mask[i:i + batch_size]
-        ppad = encoder.patch_padding_mask(fpad, num_patches)  # (B, P)
+        ppad = patch_padding_mask(fpad, p)  # (B, P) the data contract's real patches
         labels = tokenizer.labels_from_fbank(fb, fpad).view(len(fb), -1)  # (B, P)
-        mask = random_patch_mask(len(fb), num_patches, student.mask_ratio, ppad, generator)
+        mask = random_patch_mask(len(fb), P, student.mask_ratio, ppad, generator)
         out = student(fb, labels, ppad, mask=mask)
         ce_sum += float(F.cross_entropy(out["logits"], labels[mask.target], reduction="sum"))
         hits += int((out["logits"].argmax(-1) == labels[mask.target]).sum())

@@ -2,8 +2,9 @@
 
 Each 16x16 fbank patch is centred on a fixed `level`, projected by a fixed random matrix,
 L2-normalized and assigned the nearest code of a random unit-norm codebook. Nothing is learned; the
-seed fixes everything and the state dict carries the tensors. Same `labels_from_fbank` API as
-`sonar_ray.models.tokenizer.Tokenizer`.
+seed fixes everything and the state dict carries the tensors. A `LabelTokenizer` like
+`sonar_ray.models.tokenizer.Tokenizer` (frozen: `adaptable` is False), labelling by the same
+`nearest_codes`.
 
 Why a level and not per-patch standardization: standardizing every patch removes its loudness, the part
 of a patch its context predicts best (sounds last several patches), and scales up its fine shape, which
@@ -15,11 +16,17 @@ the median patch level of held-out clips; `level=None` keeps per-patch standardi
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sonar_ray import storage
+from sonar_ray.audio.features import patch_padding_mask
+from sonar_ray.models.tokenizer import nearest_codes
 
 
 @dataclass
@@ -44,6 +51,8 @@ def fbank_patches(fbank: Tensor, patch_size: int = 16) -> Tensor:
 
 
 class RandomProjectionTokenizer(nn.Module):
+    adaptable: ClassVar[bool] = False
+
     def __init__(self, cfg: RandomProjectionConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or RandomProjectionConfig()
@@ -67,18 +76,26 @@ class RandomProjectionTokenizer(nn.Module):
             x = x - self.cfg.level
         return x @ self.projection  # (B, P, code_dim)
 
+    def labels(self, quantize_input: Tensor) -> Tensor:
+        """Projected patches (B, P, code_dim) -> code labels (B, P) int64."""
+        return nearest_codes(F.normalize(quantize_input, dim=-1), self.codebook)[0]
+
     @torch.no_grad()
     def labels_from_fbank(self, fbank: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """fbank (B, T, F) -> code labels (B, P) int64.
 
         Padded patches get labels too (as the official tokenizer's); losses exclude them.
         """
-        z = F.normalize(self.quantize_input(fbank, padding_mask), dim=-1)  # (B, P, code_dim)
-        return (z @ self.codebook.T).argmax(-1)  # (B, P): max cosine = min L2 for unit vectors
+        return self.labels(self.quantize_input(fbank, padding_mask))
 
     def checkpoint(self) -> dict:
         """{'cfg', 'model'} like the official checkpoints; rebuild with `from_checkpoint`."""
-        return {"cfg": asdict(self.cfg), "model": self.state_dict()}
+        return {"cfg": asdict(self.cfg), "model": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+
+    def save(self, path_or_uri: str) -> None:
+        buf = io.BytesIO()
+        torch.save(self.checkpoint(), buf)
+        storage.write_bytes_atomic(path_or_uri, buf.getvalue())
 
     @classmethod
     def from_checkpoint(cls, ck: dict) -> RandomProjectionTokenizer:
@@ -90,6 +107,5 @@ class RandomProjectionTokenizer(nn.Module):
 def median_patch_level(fbank: Tensor, frame_padding_mask: Tensor, patch_size: int = 16) -> float:
     """Median mean level of the real patches of normalized fbank (N, T, F): `level` for these data."""
     means = fbank_patches(fbank.float(), patch_size).mean(-1)  # (N, P)
-    real = ~fbank_patches(frame_padding_mask[..., None].expand(-1, -1, fbank.shape[-1]).float(),
-                          patch_size).bool().all(-1)  # (N, P) patches with at least one real frame
+    real = ~patch_padding_mask(frame_padding_mask, patch_size, fbank.shape[-1])  # (N, P) the data contract's
     return float(means[real].median())

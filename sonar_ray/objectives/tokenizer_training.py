@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sonar_ray.audio.features import patch_padding_mask
 from sonar_ray.objectives.codebook import assign
 from sonar_ray.objectives.predictor import sinusoid_2d
 
@@ -35,7 +36,7 @@ def kmeans_init(embedding: nn.Module, z: Tensor, iters: int = 10, generator: tor
     z pooled from `batches` batches: counts are divided by it, so cluster_size starts on the per-batch
     scale the EMA then keeps (else dead codes would take `batches` times longer to be noticed)."""
     K = embedding.weight.shape[0]
-    codes = z[torch.randint(len(z), (K,), generator=generator, device=z.device)]  # (K, d), with replacement if N < K
+    codes = z[torch.randint(len(z), (K,), generator=generator).to(z.device)]  # (K, d), with replacement if N < K
     for _ in range(iters):
         labels, _ = assign(z, codes)
         counts = torch.bincount(labels, minlength=K).float()  # (K,)
@@ -73,7 +74,7 @@ def restart_dead_codes(embedding: nn.Module, z: Tensor, dead_count: float = 1.0,
     dead = (embedding.cluster_size < dead_count).nonzero().flatten()  # (n,)
     if not len(dead) or not len(z):
         return 0
-    pick = torch.randint(len(z), (len(dead),), generator=generator, device=z.device)
+    pick = torch.randint(len(z), (len(dead),), generator=generator).to(z.device)  # a CPU generator, any device
     fresh = F.normalize(z[pick].float(), dim=-1).to(embedding.weight.dtype)  # (n, d)
     embedding.weight[dead] = fresh
     embedding.embed_avg[dead] = fresh * dead_count
@@ -172,17 +173,18 @@ def tokenizer_config(teacher_cfg, cfg: TokenizerTrainConfig):
 class TokenizerTrainer:
     """Warm-up on continuous features, k-means on the last warm-up batches, then VQ with restarts.
 
-    `train_step(fbank, frame_padding_mask)` (normalized fbank) runs one optimizer step and returns scalars.
+    `train_step(fbank, frame_padding_mask)` (normalized fbank, on `device`) runs one optimizer step and
+    returns scalars. Random draws come from a CPU generator, so a seed gives the same codebook on any device.
     """
 
-    def __init__(self, cfg: TokenizerTrainConfig, teacher: nn.Module):
+    def __init__(self, cfg: TokenizerTrainConfig, teacher: nn.Module, device: torch.device | str = "cpu"):
         from sonar_ray.models import tokenizer as tokenizer_lib
         from sonar_ray.train.schedule import build_optimizer, warmup_cosine
 
         torch.manual_seed(cfg.seed)
-        self.cfg, self.teacher = cfg, teacher.eval().requires_grad_(False)
-        self.tokenizer = tokenizer_lib.Tokenizer(tokenizer_config(teacher.cfg, cfg)).train()
-        self.estimator = FeatureEstimator(cfg.quant_dim, teacher.cfg.encoder_embed_dim)
+        self.cfg, self.teacher = cfg, teacher.eval().requires_grad_(False).to(device)
+        self.tokenizer = tokenizer_lib.Tokenizer(tokenizer_config(teacher.cfg, cfg)).train().to(device)
+        self.estimator = FeatureEstimator(cfg.quant_dim, teacher.cfg.encoder_embed_dim).to(device)
         self.params = [p for m in (self.tokenizer, self.estimator) for p in m.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, cfg.lr, 0.01)
         self.scheduler = warmup_cosine(self.optimizer, max(1, cfg.steps // 10), cfg.steps)
@@ -203,7 +205,7 @@ class TokenizerTrainer:
     def train_step(self, fbank: Tensor, frame_pad: Tensor) -> dict:
         with torch.no_grad():
             x = self.teacher.embed(fbank)  # (B, P, D)
-            patch_pad = self.teacher.patch_padding_mask(frame_pad, x.shape[1])  # (B, P)
+            patch_pad = patch_padding_mask(frame_pad, self.teacher.cfg.input_patch_size)  # (B, P) real patches
             target, _ = self.teacher.encode(x, patch_pad)  # (B, P, D) teacher's last layer
         quantize = self.step >= self.warmup
         if quantize and not int(self.tokenizer.quantize.embedding.initted):

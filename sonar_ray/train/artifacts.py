@@ -2,7 +2,7 @@
 
 - `tokenizer.pt`: the label source. Either an official BEATs tokenizer checkpoint or, before any
   tokenizer was trained (BEATs iteration 1), a frozen random-projection tokenizer; both are
-  `{'cfg', 'model'}` dicts and are told apart by their cfg.
+  `{'cfg', 'model'}` dicts and are told apart by their cfg; both are a `LabelTokenizer`.
 - `predictor.pt`: the label predictor of the masked-prediction objective. Official checkpoints
   carry none, so adapting an official model starts a fresh one.
 - `trainer_state.pt`: optimizer, scheduler, step, codebook usage, RNG — never mixed into model files.
@@ -13,10 +13,9 @@ from __future__ import annotations
 import io
 
 import torch
-from torch import nn
-
 from sonar_ray import storage
 from sonar_ray.models import tokenizer as official_tokenizer
+from sonar_ray.models.tokenizer import LabelTokenizer
 from sonar_ray.objectives.predictor import LabelPredictor
 from sonar_ray.objectives.random_projection import RandomProjectionConfig, RandomProjectionTokenizer
 
@@ -42,25 +41,12 @@ def is_random_projection(ck: dict) -> bool:
     return "num_codes" in ck.get("cfg", {}) and "quant_n" not in ck.get("cfg", {})
 
 
-def load_label_tokenizer(uri: str) -> nn.Module:
+def load_label_tokenizer(uri: str) -> LabelTokenizer:
     """Official tokenizer or random-projection tokenizer, whichever the file holds."""
     ck = load_torch(uri)
     if is_random_projection(ck):
         return RandomProjectionTokenizer.from_checkpoint(ck)
     return official_tokenizer.load_checkpoint(uri)
-
-
-def save_label_tokenizer(tok: nn.Module, uri: str) -> None:
-    if isinstance(tok, RandomProjectionTokenizer):
-        save_torch(tok.checkpoint(), uri)
-    else:
-        official_tokenizer.save_checkpoint(tok, uri)
-
-
-def num_codes(tok: nn.Module) -> int:
-    if isinstance(tok, RandomProjectionTokenizer):
-        return tok.num_codes
-    return tok.quantize.embedding.weight.shape[0]
 
 
 def new_random_projection(num_codes: int, seed: int) -> RandomProjectionTokenizer:

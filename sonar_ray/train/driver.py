@@ -9,7 +9,6 @@ and by failure restarts).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from pathlib import Path
 from sonar_ray import progress, storage
 from sonar_ray.cluster import init_ray, quiet_data_progress
 from sonar_ray.config import to_dict
-from sonar_ray.data import DataConfig, PreparedData, build_train_dataset, prepare_data
-from sonar_ray.train import artifacts
+from sonar_ray.data import DataConfig, PreparedData, build_train_dataset, prepare_data, write_bad_input_report
+from sonar_ray.train import artifacts, faults
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.health import HoldOut, split_holdout
 from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
@@ -93,6 +92,14 @@ RESUMABLE = ("resume", "demo", "stop_after", "evaluate", "eval_other_domains", "
              "ray_address", "max_failures", "log_every", "checkpoint_every", "cpus_per_worker", "gpus_per_worker")
 
 
+def ray_storage(uri: str) -> tuple[str, object | None]:
+    """RunConfig's (storage_path, storage_filesystem) for Ray Train's run folder: a local path or a bucket prefix."""
+    if storage.is_remote(uri):
+        fs, path = storage.pyarrow_filesystem(uri)
+        return path, fs
+    return str(Path(uri).resolve()), None
+
+
 def check_resume(cfg: TrainConfig, output: str) -> None:
     """--resume continues the recorded run only with the same settings; names every difference."""
     uri = storage.join(output, RUN_CONFIG)
@@ -147,22 +154,19 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     init_ray(cfg.ray_address)
 
     log_dir = output if not storage.is_remote(output) else tempfile.mkdtemp(prefix="sonar-logs-")
-    fault_marker = storage.join(log_dir, ".injected_failure")
     loop_config = {
         "train": to_dict(cfg), "paths": paths, "log_dir": log_dir, "output": output,
         "run_name": wandb_run_id(output, name, resume=existing),  # a fresh id unless continuing this run
         "threads_per_worker": max(1, int(cfg.cpus_per_worker)) if not cfg.use_gpu else 4,
-        "fail_at_step": int(os.environ.get("SONAR_INJECT_FAILURE_AT_STEP", -1)), "fault_marker": fault_marker,
+        "step_hooks": faults.hooks_from_env(log_dir),
     }
     # A held-out slice of the run's own data, set aside before the stream is planned.
-    prepared, holdout = split_holdout(prepared or prepare_data(data_cfg), data_cfg.clip_seconds,
-                                      retries=data_cfg.read_retries)
+    prepared = prepared or prepare_data(data_cfg)
+    write_bad_input_report(output, prepared.bad)  # what the run skipped, whoever prepared its data
+    loop_config["skipped_inputs"] = len(prepared.bad)
+    prepared, holdout = split_holdout(prepared, data_cfg.clip_seconds, retries=data_cfg.read_retries)
     before = holdout.measure(paths_files(paths), cfg.mask_ratio)
-    storage_path, storage_fs = ray_dir, None
-    if storage.is_remote(output):
-        storage_fs, storage_path = storage.pyarrow_filesystem(ray_dir)
-    else:
-        storage_path = str(Path(ray_dir).resolve())
+    storage_path, storage_fs = ray_storage(ray_dir)
     bar = progress.TrainProgress(f"fit {name}", total=cfg.end_step, initial=_read_progress(output))
     trainer = TorchTrainer(
         train_loop_per_worker,

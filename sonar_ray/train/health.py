@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sonar_ray.audio.features import clip_features, normalize_fbank, patch_padding_mask
 from sonar_ray.data import PreparedData
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, decode, fit_length
 from sonar_ray.data.fetch import fetch_bytes
-from sonar_ray.data.inspect import clip_features
-from sonar_ray.models.transformer import reduce_padding_mask
 from sonar_ray.objectives.health import label_health, masked_prediction_health
 
 MAX_HOLDOUT = 32  # clips per source: enough for stable codes statistics (~2,500 patches), cheap to score
@@ -49,7 +48,7 @@ class HoldOut:
             return {}
         tokenizer = artifacts.load_label_tokenizer(files["tokenizer"]).eval()
         predictor = artifacts.load_predictor(files["predictor"])
-        if predictor.num_codes != artifacts.num_codes(tokenizer):
+        if predictor.num_codes != tokenizer.num_codes:
             return {}
         student = MaskedTokenModel(beats.load_checkpoint(files["model"]), predictor, mask_ratio)
         return {name: _rounded(masked_prediction_health(student, tokenizer, fb, pad))
@@ -64,8 +63,8 @@ class HoldOut:
         for name, (fb, pad) in self.clips.items():
             with torch.no_grad():
                 labels = tokenizer.labels_from_fbank(fb, pad)  # (N, P)
-            patch_pad = reduce_padding_mask(pad, labels.shape[1])  # the mask training uses
-            out[name] = _rounded(label_health(labels[~patch_pad], artifacts.num_codes(tokenizer)))
+            patch_pad = patch_padding_mask(pad)  # the patches training counts
+            out[name] = _rounded(label_health(labels[~patch_pad], tokenizer.num_codes))
         return out
 
 
@@ -74,8 +73,6 @@ def _rounded(d: dict) -> dict:
 
 
 def _load_clips(uris: list[str], clip_seconds: float, retries: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    from sonar_ray.train.loop import normalize_fbank
-
     num = int(round(clip_seconds * SAMPLE_RATE))
     waves, lengths = [], []
     for uri in uris:

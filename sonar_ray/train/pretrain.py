@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from sonar_ray import storage
 from sonar_ray.config import to_dict
-from sonar_ray.data import prepare_data
+from sonar_ray.data import PreparedData, prepare_data, write_bad_input_report
 from sonar_ray.objectives.random_projection import RandomProjectionConfig, RandomProjectionTokenizer, median_patch_level
 from sonar_ray.train import artifacts
 from sonar_ray.train.health import split_holdout
@@ -137,12 +137,12 @@ def _stage(cfg: PretrainConfig, name: str, steps: int, paths: dict) -> dict:
     return health
 
 
-def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
+def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, prepared: PreparedData, uri: str) -> str:
     """The frozen random-projection tokenizer of iteration 1, centred on the data's median patch level
     (measured on held-out clips; see `sonar_ray.objectives.random_projection` for why)."""
     if storage.exists(uri):
         return uri
-    _, holdout = split_holdout(prepare_data(data_cfg), data_cfg.clip_seconds, retries=data_cfg.read_retries)
+    _, holdout = split_holdout(prepared, data_cfg.clip_seconds, retries=data_cfg.read_retries)
     if not holdout.clips:
         raise ValueError(f"{cfg.data}: too few usable clips to pre-train on (need at least 2)")
     fbank, pad = holdout.clips["prior"]
@@ -152,7 +152,7 @@ def iteration1_tokenizer(cfg: PretrainConfig, data_cfg, uri: str) -> str:
                               "give more data, or --no-gates to train without them")
     rp = RandomProjectionTokenizer(RandomProjectionConfig(num_codes=cfg.iter1_codes, seed=cfg.seed,
                                                           level=round(median_patch_level(fbank, pad), 4)))
-    artifacts.save_label_tokenizer(rp, uri)
+    rp.save(uri)
     return uri
 
 
@@ -174,7 +174,8 @@ class PretrainResult:
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
-    """Runs the stages not yet done; writes `<output>/summary.json`."""
+    """Runs the stages not yet done; writes `<output>/summary.json` and, before any training,
+    `<output>/bad_inputs.json` (the files skipped and why)."""
     from sonar_ray.cluster import init_ray
 
     t0 = time.time()
@@ -185,14 +186,16 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
                         batch_size=cfg.batch_size, clip_seconds=cfg.clip_seconds, max_steps=cfg.tokenizer_steps,
                         num_workers=1, seed=cfg.seed, replay_policy="uniform")
     data_cfg = data_config(train, new_domain=cfg.domain or None)
+    prepared = prepare_data(data_cfg)  # inspection is cached: the stages reuse it
+    write_bad_input_report(cfg.output, prepared.bad)
     iter1 = storage.join(cfg.output, "iter1")
-    labels = iteration1_tokenizer(cfg, data_cfg, storage.join(cfg.output, "iter1-tokenizer.pt"))
+    labels = iteration1_tokenizer(cfg, data_cfg, prepared, storage.join(cfg.output, "iter1-tokenizer.pt"))
     health = {"iter1": _stage(cfg, "iter1", cfg.iter1_steps, {"base": cfg.init, "tokenizer": labels})}
 
     tok_cfg = TokenizerTrainConfig(steps=cfg.tokenizer_steps, quant_n=cfg.tokenizer_codes, seed=cfg.seed)
     print(f"[pretrain] tokenizer: {cfg.tokenizer_steps} steps", flush=True)
     tokenizer, tok_health = fit_tokenizer(storage.join(iter1, artifacts.MODEL), data_cfg,
-                                          storage.join(cfg.output, "tokenizer"), tok_cfg)
+                                          storage.join(cfg.output, "tokenizer"), tok_cfg, use_gpu=cfg.use_gpu)
     _gate(cfg, "tokenizer", tok_health)
     health["tokenizer"] = tok_health
 

@@ -53,3 +53,12 @@ def test_missing_bucket_prefix_or_rows_fail_fast_with_a_clear_message(s3_server,
     pd.DataFrame({"file": ["a.wav"]}).to_csv(tmp_path / "bad.csv")
     with pytest.raises(ValueError, match="no 'path' column"):
         load_source(str(tmp_path / "bad.csv"))
+
+
+def test_inspected_rows_become_typed_clip_rows_for_the_sampler():
+    from sonar_ray.data.manifest import ClipRow, clip_rows
+
+    table = pd.DataFrame({"uri": ["s3://b/a.wav", "/x/b.flac"], "duration": [1.5, 2], "domain": ["prior", None],
+                          "stratum": [2, 0], "reason": ["", ""]})
+    assert clip_rows(table) == [ClipRow("s3://b/a.wav", 1.5, "prior", 2), ClipRow("/x/b.flac", 2.0, "", 0)]
+    assert clip_rows(table[["uri", "duration"]])[1] == ClipRow("/x/b.flac", 2.0)  # new-domain rows: no stratum

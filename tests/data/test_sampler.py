@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
+from sonar_ray.data.manifest import ClipRow
 from sonar_ray.data.sampler import JointSampler
 from sonar_ray.data.strata import kmeans, oversampling_shares, replay_diagnostics, stratum_relevance
 
 
 def make_sampler(shares=(0.5, 0.3, 0.2), batch_size=10, replay_ratio=0.3, seed=0):
     strata = np.repeat(np.arange(len(shares)), [5, 7, 3][: len(shares)])
-    return JointSampler([f"new/{i}" for i in range(13)], np.full(13, 3.0),
-                        [f"prior/{s}/{i}" for i, s in enumerate(strata)], np.full(len(strata), 0.5), strata,
+    return JointSampler([ClipRow(f"new/{i}", 3.0) for i in range(13)],
+                        [ClipRow(f"prior/{s}/{i}", 0.5, "prior", int(s)) for i, s in enumerate(strata)],
                         np.asarray(shares), batch_size=batch_size, replay_ratio=replay_ratio, clip_seconds=1.0, seed=seed)
 
 

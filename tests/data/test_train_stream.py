@@ -111,3 +111,18 @@ def test_relevance_stream_from_s3(tiny_corpus_s3, ray_local, tmp_path):
     batches = list(iter_train_batches(build_train_dataset(cfg, prepared=prepared).iterator()))
     assert len(batches) == 2 and all(int(b["is_prior"].sum()) == 2 for b in batches)
     assert np.isfinite(np.stack(prepared.new["embedding"])).all()
+
+
+def test_a_clip_unreadable_at_read_time_is_replaced_and_counted(s3_server, ray_local, stream_cfg, tmp_path):
+    from sonar_ray.data.stream import make_sampler
+
+    prepared = prepare_data(stream_cfg)
+    gone = prepared.new["uri"].iloc[0]
+    new = prepared.new.copy()
+    new.loc[0, "uri"] = str(tmp_path / "deleted-after-inspection.wav")  # passed inspection, gone by training
+    broken = dataclasses.replace(prepared, new=new)
+    sampler = make_sampler(stream_cfg, broken)
+    expected = [sum(u == new.loc[0, "uri"] for u in next(sampler).uris) for _ in range(2)]
+    batches = list(iter_train_batches(build_train_dataset(stream_cfg, prepared=broken, stop_batch=2).iterator()))
+    assert [b["replaced"] for b in batches] == expected and sum(expected) > 0, (gone, expected)
+    assert all(torch.isfinite(b["fbank"]).all() for b in batches)

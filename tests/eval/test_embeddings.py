@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sonar_ray.data.manifest import PROBE_MANIFEST, read_manifest
-from sonar_ray.eval.embeddings import (ClipEmbedder, EmbeddingSpec, embed_clips, embed_waveforms, encode_frames,
-                                       padded_patch_mask)
+from sonar_ray.audio.features import frame_padding_mask, patch_padding_mask
+from sonar_ray.eval.embeddings import ClipEmbedder, EmbeddingSpec, embed_clips, embed_waveforms, encode_frames
 from sonar_ray.models.beats import load_checkpoint
 
 
@@ -25,7 +25,7 @@ def waves(seed: int = 0, lengths=(16000, 24000, 9000, 1000, 40000)) -> list[np.n
 def test_valid_patches_follow_the_time_extent():
     # The fixtures' 2 s batch, clip 1 with its last 0.5 s padded: 24000 real samples -> 148 real
     # frames -> 9 full time blocks. Patches 72..95 are padded (the official mask says 75..95).
-    mask = padded_patch_mask(torch.tensor([32000, 24000]), num_patches=96, patch_frames=16)
+    mask = patch_padding_mask(frame_padding_mask(torch.tensor([32000, 24000]), 198))
     assert not mask[0].any()
     assert mask[1].tolist() == [False] * 72 + [True] * 24
 

@@ -11,8 +11,10 @@ from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import kmeans_init
 from sonar_ray.train import artifacts
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.loop import (Models, build_models, compute_losses, finite_update, normalize_fbank,
-                                  save_worker_checkpoint, survey_codebook)
+from sonar_ray.audio.features import normalize_fbank
+from sonar_ray.train.assemble import Models, build_models, write_checkpoint
+from sonar_ray.train.growth import survey_codebook
+from sonar_ray.train.loop import compute_losses, finite_update
 from sonar_ray.objectives.codebook import OnlineCodebook, assign, recorded_usage
 from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 
@@ -133,7 +135,7 @@ def test_adaptation_usage_counts_every_clip_and_is_written_into_the_saved_tokeni
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     out = tmp_path / "ck"
     out.mkdir()
-    save_worker_checkpoint(out, cfg, models, opt, sched, 5, tmp_path / "none.jsonl")
+    write_checkpoint(out, models, opt, sched, 5, tmp_path / "none.jsonl")
     saved = tokenizer_lib.load_checkpoint(str(out / "tokenizer.pt"))  # still the official format
     torch.testing.assert_close(recorded_usage(saved.quantize), usage)
     # The next stage (or a restart) starts from that usage, not from zeros or the stale counts.
@@ -196,3 +198,28 @@ def test_tokenizer_distillation_without_a_starting_predictor_fails_before_any_wo
     with pytest.raises(ValueError, match="predictor.pt"):
         check_inputs(TrainConfig(method="sonar"), paths)
     check_inputs(TrainConfig(method="sonar", lambda_tok=0.0), paths)
+
+
+def test_training_inspection_and_evaluation_agree_on_the_real_patches_of_a_padded_batch(tmp_path):
+    """One data contract: the stream's frame mask, the loss step's patches, inspection's and evaluation's
+    pooling all count the patches a clip has on its own (the official mask groups patch indices instead)."""
+    import numpy as np
+
+    from sonar_ray.audio.features import clip_features
+    from sonar_ray.data.decode import fit_length
+    from sonar_ray.data.inspect import ClipInspector
+    from sonar_ray.eval.embeddings import embed_waveforms, encode_frames
+
+    cfg, models = _models(tmp_path)
+    rng = np.random.default_rng(0)
+    clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (32000, 19680, 32000, 25000)]  # 1.23 s, 1.56 s
+    crops = [fit_length(c, 32000) for c in clips]  # what the stream does with a 2 s crop
+    waves, lengths = np.stack([w for w, _ in crops]), np.array([n for _, n in crops])
+    fbank, frame_pad = clip_features(waves, lengths)
+    batch = {"fbank": fbank, "padding_mask": frame_pad, "is_prior": torch.tensor([True, True, False, False])}
+    _, _, aux = compute_losses(cfg, models, models.student, batch, torch.Generator().manual_seed(0), "cpu")
+    _, eval_padded = encode_frames(models.student.encoder, clips)
+    assert aux["features"].shape[0] == (~eval_padded).sum() == 8 * (12 + 7 + 12 + 9)
+    inspector = ClipInspector(2.0, 0.1, 60.0, embed=True, model_uri=str(tmp_path / "model.pt"))
+    base = beats.load_checkpoint(str(tmp_path / "model.pt")).eval()
+    np.testing.assert_allclose(inspector._embed(waves, lengths), embed_waveforms(base, clips), atol=1e-5)

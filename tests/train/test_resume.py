@@ -5,7 +5,6 @@ lags it by one), and --resume refuses a changed configuration, naming the differ
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -41,9 +40,8 @@ def recording_loop(config: dict) -> None:
     for batch in iter_train_batches(ray.train.get_dataset_shard(f"train_{rank}"), step * world + rank, world):
         if step >= cfg.end_step:
             break
-        if step == config["fail_at_step"] and rank == 0 and not Path(config["fault_marker"]).exists():
-            Path(config["fault_marker"]).touch()
-            os._exit(1)
+        for hook in config["step_hooks"]:  # the driver's fault injection (SONAR_INJECT_FAILURE_AT_STEP)
+            hook(step, rank)
         ids = [None] * world
         dist.all_gather_object(ids, batch["batch_index"])
         trained, step = trained + ids, step + 1

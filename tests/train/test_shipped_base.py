@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sonar_ray.data.inspect import clip_features
+from sonar_ray.audio.features import clip_features
 from sonar_ray.demo import CORPUS_VERSION
 from sonar_ray.demo.domains import synthesize
 from sonar_ray.models import beats
@@ -19,7 +19,7 @@ from sonar_ray.objectives.health import label_health, masked_prediction_health
 from sonar_ray.objectives.masked_prediction import MaskedTokenModel
 from sonar_ray.demo import inputs
 from sonar_ray.train import artifacts
-from sonar_ray.train.loop import normalize_fbank
+from sonar_ray.audio.features import normalize_fbank
 from sonar_ray.train.pretrain import PretrainConfig
 
 CARD = inputs.SHIPPED_BASE / "recipe.json"
