@@ -1,20 +1,27 @@
-"""BEATs encoder throughput: forward and forward+backward clips/s, SDPA vs explicit attention.
+"""BEATs encoder throughput: forward and forward+backward clips/s, SDPA vs explicit attention, and
+fwd+bwd time side by side with the official BEATs code.
 
 Runs the model on random normalised fbank (what training feeds it: embed + encode), for the "base"
 (~90M, 10 s clips) and "small" (1.6 s crops) presets. CPU in float32; on CUDA also bf16 autocast.
+With `--reference DIR` (a folder holding the official code's `official.py`, e.g. ../shared/reference)
+it first times `extract_features` fwd+bwd of the official model and of ours on identical weights and
+waveforms (2 x 5 s clips, the last 20 % of one padded), alternating order, minimum of `--ref-reps`.
 
-    python benchmarks/bench_model.py                       # default: one timed call per measurement
+    python benchmarks/bench_model.py --reference ../shared/reference
     python benchmarks/bench_model.py --configs small --warmup 1 --iters 5
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 import time
 
 import torch
 
 from sonar_ray.models.beats import BEATs, BEATsConfig
+from sonar_ray.models.transformer import load_weights
 
 FRAMES_PER_SECOND = 100  # 10 ms fbank hop
 
@@ -60,6 +67,38 @@ def bench(model: BEATs, fbank: torch.Tensor, use_sdpa: bool, autocast_dtype, war
     return n / fwd, n / fwd_bwd
 
 
+def versus_official(reference_dir: str, seconds: float, batch: int, reps: int) -> None:
+    """Official / ours fwd+bwd seconds on identical weights and input (> 1: ours is faster)."""
+    sys.path.insert(0, reference_dir)
+    official = importlib.import_module("official")
+    torch.manual_seed(0)
+    # The 12 x 768 backbone with the official defaults (max_distance 1280), as the official code builds it.
+    ref = official.BEATs(official.BEATsConfig(dict(input_patch_size=16, relative_position_embedding=True,
+                                                   gru_rel_pos=True, deep_norm=True)))
+    ours = load_weights(BEATs(BEATsConfig.from_dict(dict(ref.cfg.__dict__))), ref.state_dict(), "official model")
+    ref.eval(), ours.eval()
+    x = 0.1 * torch.randn(batch, int(16000 * seconds))
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[-1, int(x.shape[1] * 0.8):] = True
+    with torch.no_grad():
+        diff = (ref.extract_features(x, padding_mask=mask)[0] - ours.extract_features(x, padding_mask=mask)[0])
+    def step(model) -> float:
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        features, _ = model.extract_features(x, padding_mask=mask)
+        features.float().pow(2).mean().backward()
+        return time.perf_counter() - start
+    step(ref), step(ours)  # warm-up
+    times = {"official": [], "ours": []}
+    for i in range(reps):  # alternate so neither side always runs second
+        for name in (("official", "ours") if i % 2 == 0 else ("ours", "official")):
+            times[name].append(step(ref if name == "official" else ours))
+    t_ref, t_ours = min(times["official"]), min(times["ours"])
+    print(f"official BEATs vs ours, 12 x 768, {batch} x {seconds:g} s, CPU fp32 fwd+bwd, min of {reps}: "
+          f"official {t_ref:.3f} s, ours {t_ours:.3f} s, ratio {t_ref / t_ours:.2f}x, "
+          f"max |diff| {diff.abs().max().item():.1e}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="base,small", help="comma-separated presets")
@@ -71,8 +110,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=1, help="timed calls per measurement (CPU)")
     ap.add_argument("--gpu-iters", type=int, default=20, help="timed calls per measurement (CUDA)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")
+    ap.add_argument("--reference", default=None, help="folder with the official code's official.py: time it side by side")
+    ap.add_argument("--ref-reps", type=int, default=4, help="alternating timed fwd+bwd calls per model (reference)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.reference:
+        versus_official(args.reference, seconds=5.0, batch=2, reps=args.ref_reps)
 
     runs = [(torch.device("cpu"), None, "cpu fp32", args.warmup, args.iters)]
     if torch.cuda.is_available():  # first CUDA calls pay for kernel selection and allocator growth

@@ -134,6 +134,7 @@ class WeightNormConv1d(nn.Module):
     def __init__(self, channels: int, kernel_size: int, groups: int):
         super().__init__()
         self.padding, self.groups = kernel_size // 2, groups
+        self.cpu_channels_last = True  # False: the official conv1d call (bit-identical to the official code)
         # Official init: normal(0, sqrt(4 / (K * D))), zero bias, then g = ||v||.
         v = torch.randn(channels, channels // groups, kernel_size) * math.sqrt(4.0 / (kernel_size * channels))
         self.weight_g = nn.Parameter(torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True))  # (1, 1, K)
@@ -143,7 +144,13 @@ class WeightNormConv1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The kernel both torch weight-norm APIs use: g * v / ||v|| with the official rounding.
         weight = torch._weight_norm(self.weight_v, self.weight_g, 2)                        # (D, D/g, K)
-        return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)      # (B, D, P + 1 - K%2)
+        if x.device.type != "cpu" or not self.cpu_channels_last:
+            return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)  # (B, D, P + 1 - K%2)
+        # On CPU, oneDNN runs this wide grouped kernel about 2x faster fwd+bwd as a channels-last 1 x K conv2d.
+        cl = torch.channels_last
+        y = F.conv2d(x.unsqueeze(2).contiguous(memory_format=cl), weight.unsqueeze(2).contiguous(memory_format=cl),
+                     self.bias, padding=(0, self.padding), groups=self.groups)              # (B, D, 1, P + 1 - K%2)
+        return y.squeeze(2)
 
 
 class SamePad(nn.Module):
@@ -386,9 +393,11 @@ class AudioTransformer(nn.Module):
 
     @use_sdpa.setter
     def use_sdpa(self, value: bool) -> None:
-        """False: explicit attention, the official sequence of operations."""
+        """False: the official sequence of operations (explicit attention, the positional conv as conv1d),
+        bit-identical to the official code on one machine; True: the faster kernels (same math)."""
         for layer in self.encoder.layers:
             layer.self_attn.use_sdpa = value
+        self.encoder.pos_conv[0].cpu_channels_last = value
 
     def preprocess(self, source: torch.Tensor, fbank_mean: float = FBANK_MEAN,
                    fbank_std: float = FBANK_STD) -> torch.Tensor:

@@ -269,3 +269,21 @@ def test_check_parity_script(fixtures_dir):
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "summary: 18 passed, 0 failed" in proc.stdout
+
+
+@pytest.mark.parametrize("kernel, groups", [(128, 16), (16, 4), (7, 1)])
+def test_cpu_positional_conv_equals_conv1d_with_gradients(kernel, groups):
+    """The CPU channels-last conv2d route of the positional conv is the official conv1d, values and gradients."""
+    from sonar_ray.models.transformer import WeightNormConv1d
+    torch.manual_seed(0)
+    conv = WeightNormConv1d(channels=4 * 16, kernel_size=kernel, groups=groups)
+    x = torch.randn(2, 64, 37, requires_grad=True)
+    fast = conv(x)
+    weight = torch._weight_norm(conv.weight_v, conv.weight_g, 2)
+    slow = torch.nn.functional.conv1d(x, weight, conv.bias, padding=kernel // 2, groups=groups)
+    assert fast.shape == slow.shape == (2, 64, 37 + 1 - kernel % 2)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    g = torch.randn_like(slow)
+    params = [x, conv.weight_v, conv.weight_g, conv.bias]
+    for a, b in zip(torch.autograd.grad(fast, params, g), torch.autograd.grad(slow, params, g)):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
