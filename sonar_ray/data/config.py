@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sonar_ray.config import check_choices
+from sonar_ray.data.strata import MAX_FIT_ROWS
 
 POLICIES = ("uniform", "relevance")
 
@@ -28,6 +29,8 @@ class DataConfig:
     max_oversample: float = field(default=4.0, metadata={"help": "cap on how much more often a prior clip is replayed than under uniform replay (>= 1)"})
     min_oversample: float = field(default=0.25, metadata={"help": "floor on a prior clip's replay rate relative to uniform replay (<= 1)"})
     new_modes: int = field(default=4, metadata={"help": "k-means modes of the new domain; relevance is the max cosine over them"})
+    strata_fit_rows: int = field(default=MAX_FIT_ROWS, metadata={
+        "help": "k-means fits its centroids on at most this many clips (a seeded sample), then assigns every clip"})
     model_uri: str | None = field(default=None, metadata={"help": "starting BEATs checkpoint for embeddings (else fbank means)"})
     cache_uri: str | None = field(default=None, metadata={"help": "inspection cache folder (default: <source>/.sonar_cache)"})
     read_retries: int = field(default=3, metadata={"help": "retries of a failing read before a file is skipped"})
@@ -42,7 +45,8 @@ class DataConfig:
             raise ValueError(f"need 0 <= min_oversample <= 1 <= max_oversample, got {self.min_oversample}, {self.max_oversample}")
         if self.temperature <= 0 or self.new_modes < 1:
             raise ValueError(f"temperature must be > 0 and new_modes >= 1, got {self.temperature}, {self.new_modes}")
-        for name, low in {"batch_size": 1, "num_batches": 1, "num_strata": 1, "read_retries": 0, "num_readers": 1}.items():
+        for name, low in {"batch_size": 1, "num_batches": 1, "num_strata": 1, "read_retries": 0, "num_readers": 1,
+                          "strata_fit_rows": 1}.items():
             if not getattr(self, name) >= low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not self.clip_seconds > 0:

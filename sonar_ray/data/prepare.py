@@ -70,9 +70,10 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     if "stratum" in prior.columns:
         prior["stratum"] = pd.factorize(prior["stratum"], sort=True)[0]
     else:
-        prior["stratum"] = kmeans(prior_emb - prior_emb.mean(0), cfg.num_strata, cfg.seed)  # centred, as relevance
+        prior["stratum"] = kmeans(prior_emb, cfg.num_strata, cfg.seed, centre=prior_emb.mean(0),  # centred, as relevance
+                                  max_fit_rows=cfg.strata_fit_rows)
     strata = prior["stratum"].to_numpy()
-    relevance_s = stratum_relevance(prior_emb, strata, new_emb, cfg.new_modes, cfg.seed)
+    relevance_s = stratum_relevance(prior_emb, strata, new_emb, cfg.new_modes, cfg.seed, max_fit_rows=cfg.strata_fit_rows)
     shares = oversampling_shares(np.bincount(strata), relevance_s, cfg.temperature, cfg.min_oversample,
                                  cfg.max_oversample)
     return PreparedData(new, prior, shares, bad)

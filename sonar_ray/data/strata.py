@@ -2,7 +2,8 @@
 
 Strata: seeded k-means over clip embeddings (or a given `stratum` column). Embeddings are centred
 on the prior set's mean first, so cosines measure where a clip lies *within* the prior set rather
-than the direction every audio embedding shares.
+than the direction every audio embedding shares. Centroids are fitted on a bounded seeded sample and
+every clip is then assigned in chunks, so a million-clip prior set never needs a float64 copy.
 
 Relevance of stratum s: r_s = max_m cos(centroid_s, new_centroid_m) over M new-domain centroids
 (k-means modes of the new domain, so a stratum close to one mode of it counts).
@@ -21,26 +22,57 @@ from __future__ import annotations
 import numpy as np
 
 
+MAX_FIT_ROWS = 50_000  # k-means fits its centroids on at most this many rows (a seeded random sample beyond)
+CHUNK_ROWS = 8192  # rows cast, normalised and compared with the centroids at a time (8192 x 768 float32 = 25 MB)
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def finite_rows(x: np.ndarray) -> np.ndarray:
+def _chunks(n: int, chunk_rows: int):
+    return (slice(i, min(i + chunk_rows, n)) for i in range(0, n, chunk_rows))
+
+
+def finite_rows(x: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
     """(N,) bool: rows of `x` (N, D) with every entry finite."""
-    return np.isfinite(np.asarray(x, dtype=np.float64)).all(axis=1)
+    x = np.asarray(x)
+    out = np.empty(len(x), dtype=bool)
+    for s in _chunks(len(x), chunk_rows):
+        out[s] = np.isfinite(np.asarray(x[s], dtype=np.float64)).all(axis=1)
+    return out
 
 
-def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
-    """Cosine k-means (k-means++ init, Lloyd steps) on rows of `x`; returns labels 0..k'-1 (empty clusters dropped)."""
-    x = np.asarray(x, dtype=np.float64)
-    if not finite_rows(x).all():
-        raise ValueError("kmeans needs finite embeddings (skip clips whose embedding is NaN/inf first)")
-    x = _normalize(x)
+def sample_rows(n: int, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted indices of the rows k-means fits on: all `n`, or a seeded sample of `max_rows` of them."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([1, seed]).choice(n, max_rows, replace=False))  # not k-means++'s stream
+
+
+def _units(x: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """Rows of `x` minus `centre`, scaled to unit length, in float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return _normalize(x if centre is None else x - np.asarray(centre, dtype=np.float32))
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, centre: np.ndarray | None = None,
+           chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """(N,) nearest of the unit `centroids` (K, D) by cosine for every row of `x` (minus `centre`), a chunk at a time."""
+    centroids = np.asarray(centroids, dtype=np.float32)
+    labels = np.empty(len(x), dtype=np.int64)
+    for s in _chunks(len(x), chunk_rows):
+        labels[s] = np.argmax(_units(x[s], centre) @ centroids.T, axis=1)  # (chunk,)
+    return labels
+
+
+def fit_centroids(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
+    """(k', D) unit centroids of cosine k-means (k-means++ init, Lloyd steps) on the unit rows `x`, k' = min(k, N)."""
     k = min(k, len(x))
     rng = np.random.default_rng(seed)
     centers = [x[rng.integers(len(x))]]
     for _ in range(1, k):
-        d = np.clip(2 - 2 * (x @ np.asarray(centers).T).max(axis=1), 0, None)  # (N,) squared distance to nearest
+        d = np.clip(2 - 2 * (x @ np.asarray(centers).T).max(axis=1), 0, None).astype(np.float64)  # (N,) to nearest
         centers.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else x[rng.integers(len(x))])
     centers = np.asarray(centers)
     labels = np.zeros(len(x), dtype=np.int64)
@@ -52,24 +84,60 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50) -> np.ndarray:
         for c in range(k):
             if (labels == c).any():
                 centers[c] = _normalize(x[labels == c].mean(0))
-    return np.unique(labels, return_inverse=True)[1]
+    return centers
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 50, *, centre: np.ndarray | None = None,
+           max_fit_rows: int = MAX_FIT_ROWS, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """Cosine k-means on rows of `x` (minus `centre`); returns labels 0..k'-1 (clusters no row is nearest to dropped).
+
+    Centroids are fitted in float32 on at most `max_fit_rows` rows (a seeded random sample when there are
+    more: `sample_rows`), then every row goes to its nearest centroid `chunk_rows` at a time, so memory
+    beyond `x` itself stays ~ (max_fit_rows + chunk_rows) x D float32 for any N. With N <= max_fit_rows
+    this is plain k-means on every row.
+    """
+    x = np.asarray(x)
+    if not finite_rows(x, chunk_rows).all():
+        raise ValueError("kmeans needs finite embeddings (skip clips whose embedding is NaN/inf first)")
+    centroids = fit_centroids(_units(x[sample_rows(len(x), max_fit_rows, seed)], centre), k, seed, iters)
+    labels = assign(x, centroids, centre, chunk_rows)
+    used = np.bincount(labels, minlength=len(centroids)) > 0  # (k',) O(N) relabelling, unlike np.unique's sorts
+    return (np.cumsum(used) - 1)[labels]
+
+
+def _unit_means(x: np.ndarray, labels: np.ndarray, num: int, centre: np.ndarray, chunk_rows: int) -> np.ndarray:
+    """(num, D) per label s >= 0: the direction of the mean of the unit rows (x - centre) labelled s, chunked."""
+    sums = np.zeros((num, x.shape[1]))
+    for s in _chunks(len(x), chunk_rows):
+        keep = labels[s] >= 0  # -1: a row that takes no part (non-finite embedding)
+        z = _normalize(np.asarray(x[s][keep], dtype=np.float64) - centre)  # (chunk', D)
+        onehot = np.zeros((num, len(z)))
+        onehot[labels[s][keep], np.arange(len(z))] = 1.0
+        sums += onehot @ z  # (num, D)
+    return _normalize(sums)  # the direction of a sum is that of the mean
 
 
 def stratum_relevance(prior_emb: np.ndarray, strata: np.ndarray, new_emb: np.ndarray,
-                      new_modes: int, seed: int = 0) -> np.ndarray:
-    """(S,) r_s = max over the new domain's k-means modes of cos(centroid_s, mode), in prior-centred space."""
-    prior_emb, new_emb = np.asarray(prior_emb, np.float64), np.asarray(new_emb, np.float64)
-    ok_prior, ok_new = finite_rows(prior_emb), finite_rows(new_emb)
+                      new_modes: int, seed: int = 0, *, max_fit_rows: int = MAX_FIT_ROWS,
+                      chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """(S,) r_s = max over the new domain's k-means modes of cos(centroid_s, mode), in prior-centred space.
+
+    Memory beyond the inputs stays bounded: every pass over the rows goes a chunk at a time.
+    """
+    prior_emb, new_emb = np.asarray(prior_emb), np.asarray(new_emb)
+    ok_prior, ok_new = finite_rows(prior_emb, chunk_rows), finite_rows(new_emb, chunk_rows)
     if not ok_new.any():
         raise ValueError("no new-domain clip has a finite embedding")
-    centre = prior_emb[ok_prior].mean(0)  # (D,)
-    prior_emb, new_emb, strata = prior_emb[ok_prior] - centre, new_emb[ok_new] - centre, np.asarray(strata)[ok_prior]
-    num = int(np.asarray(strata).max()) + 1
-    if any(not (strata == s).any() for s in range(num)):
+    centre = sum(np.asarray(prior_emb[s][ok_prior[s]], dtype=np.float64).sum(0)
+                 for s in _chunks(len(prior_emb), chunk_rows)) / ok_prior.sum()  # (D,)
+    strata = np.where(ok_prior, np.asarray(strata), -1)
+    num = int(strata.max()) + 1
+    if (np.bincount(strata[ok_prior], minlength=num) == 0).any():
         raise ValueError("every stratum needs at least one clip with a finite embedding")
-    centroids = _normalize(np.stack([_normalize(prior_emb[strata == s]).mean(0) for s in range(num)]))  # (S, D)
-    modes = kmeans(new_emb, new_modes, seed)  # (Nn,) mode of each new clip
-    mode_centroids = _normalize(np.stack([_normalize(new_emb[modes == m]).mean(0) for m in range(modes.max() + 1)]))
+    centroids = _unit_means(prior_emb, strata, num, centre, chunk_rows)  # (S, D)
+    new_emb = new_emb if ok_new.all() else new_emb[ok_new]
+    modes = kmeans(new_emb, new_modes, seed, centre=centre, max_fit_rows=max_fit_rows, chunk_rows=chunk_rows)
+    mode_centroids = _unit_means(new_emb, modes, int(modes.max()) + 1, centre, chunk_rows)  # (M, D)
     return (centroids @ mode_centroids.T).max(axis=1)  # (S,)
 
 
