@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from sonar_ray import storage
 from sonar_ray.audio.features import patch_padding_mask
-from sonar_ray.models.tokenizer import nearest_codes
+from sonar_ray.models.tokenizer import full_precision, nearest_codes
 
 
 @dataclass
@@ -67,8 +67,9 @@ class RandomProjectionTokenizer(nn.Module):
         return self.cfg.num_codes
 
     @torch.no_grad()
+    @full_precision
     def quantize_input(self, fbank: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        """fbank (B, T, F) -> projected patches (B, P, code_dim), before L2 normalization."""
+        """fbank (B, T, F) -> projected patches (B, P, code_dim), before L2 normalization, float32 under autocast."""
         x = fbank_patches(fbank.float(), self.cfg.patch_size)  # (B, P, 256)
         if self.cfg.level is None:
             x = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)  # (B, P, 256)

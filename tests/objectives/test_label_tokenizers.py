@@ -57,3 +57,17 @@ def test_no_code_tells_the_tokenizer_kinds_apart_by_type():
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance" and "Tokenizer" in ast.unparse(node):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("kind", ["official", "random_projection"])
+def test_labels_from_fbank_are_computed_in_float32_under_bf16_autocast(tokenizers, kind, fbank_batch):
+    """The training loop runs under bf16 autocast on GPUs; the tokenizer encoder must not (CPU emulation)."""
+    tok = tokenizers[kind]
+    pad = torch.zeros(fbank_batch.shape[:2], dtype=torch.bool)
+    with torch.no_grad():
+        expected = tok.labels_from_fbank(fbank_batch, pad)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = tok.quantize_input(fbank_batch, pad)
+            labels = tok.labels_from_fbank(fbank_batch, pad)
+    assert z.dtype == torch.float32
+    assert torch.equal(labels, expected)
