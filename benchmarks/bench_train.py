@@ -1,21 +1,27 @@
 """Training-step cost, measured side by side in one run.
 
-1. One process: steps/s of a DCPT step (student only) vs a SONAR step (student + frozen teacher
+1. Step time and peak memory of a DCPT step (student only) vs a SONAR step (student + frozen teacher
    forward + teacher tokenizer + codebook re-anchoring). The ratio is SONAR's distillation overhead.
 2. Ray Train: samples/s of the same DCPT-style run with 1 and with 2 workers (data-parallel scaling).
 
     python benchmarks/bench_train.py                       # small preset, 2-s crops, batch 16
-    python benchmarks/bench_train.py --steps 20 --skip-ray
+    python benchmarks/bench_train.py --preset base --batch 4 --steps 3 --skip-ray   # the full-size 90 M model
+
+Each method runs in a fresh process from the same untrained starting point (benchmarks/start.py),
+so the peak RSS printed is that method's: models, optimizer state and activations.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,65 +29,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from sonar_ray.models import beats, tokenizer as tokenizer_lib
-from sonar_ray.objectives.codebook import OnlineCodebook
-from sonar_ray.objectives.masked_prediction import MaskedTokenModel
-from sonar_ray.objectives.tokenizer_training import kmeans_init
+from benchmarks.start import write_start
 from sonar_ray.train import artifacts
+from sonar_ray.train.assemble import Models, build_models
 from sonar_ray.train.config import TrainConfig
-from sonar_ray.train.assemble import Models
 from sonar_ray.train.loop import compute_losses
 from sonar_ray.train.schedule import build_optimizer
 
 
-def build(method: str, preset: str, folder: Path) -> tuple[TrainConfig, Models]:
-    torch.manual_seed(0)
-    encoder = beats.BEATs(beats.BEATsConfig.preset(preset))
-    beats.save_checkpoint(encoder, str(folder / "model.pt"))
-    tok_cfg = {k: v for k, v in encoder.cfg.to_dict().items() if k in tokenizer_lib.TokenizerConfig.__dataclass_fields__}
-    tok = tokenizer_lib.Tokenizer(tokenizer_lib.TokenizerConfig.from_dict({**tok_cfg, "encoder_layers": 2,
-                                                                          "quant_n": 256, "quant_dim": 32})).eval()
-    with torch.no_grad():
-        z = tok.quantize_input(torch.randn(8, 200, 128)).flatten(0, 1)
-        kmeans_init(tok.quantize.embedding, torch.nn.functional.normalize(z, dim=-1))
-        tok.quantize.embedding.cluster_size.fill_(1.0)
+def build(method: str, start: Path) -> tuple[TrainConfig, Models]:
+    """The models one training worker holds for `method`, from the starting point's files."""
     cfg = TrainConfig(method=method)
-    student = MaskedTokenModel(encoder, artifacts.new_predictor(encoder.cfg.encoder_embed_dim, 256), cfg.mask_ratio)
-    models = Models(student=student, tokenizer=tok)
-    if method == "sonar":
-        models.teacher = beats.load_checkpoint(str(folder / "model.pt")).requires_grad_(False)
-        models.teacher_tokenizer = tokenizer_lib.Tokenizer(tok.cfg)
-        models.teacher_tokenizer.load_state_dict(tok.state_dict())
-        models.teacher_tokenizer.eval().requires_grad_(False)
-        models.teacher_predictor = artifacts.new_predictor(encoder.cfg.encoder_embed_dim, 256).eval().requires_grad_(False)
-        models.codebook = OnlineCodebook(256, usage=torch.full((256,), 1 / 256))
+    paths = {"base": str(start / artifacts.MODEL), "tokenizer": str(start / artifacts.TOKENIZER),
+             "predictor": str(start / artifacts.PREDICTOR)}
+    models = build_models(cfg, paths, torch.device("cpu"))
+    if models.codebook is not None:
+        models.codebook.usage.fill_(1.0 / models.tokenizer.num_codes)  # as after survey_codebook
     return cfg, models
 
 
-def steps_per_second(method: str, preset: str, batch: int, seconds: float, steps: int) -> float:
-    with tempfile.TemporaryDirectory() as d:
-        cfg, models = build(method, preset, Path(d))
-        frames = int(seconds * 100) - 2
-        g = torch.Generator().manual_seed(0)
-        data = {"fbank": torch.randn(batch, frames, 128, generator=g) * 6 + 15,
-                "padding_mask": torch.zeros(batch, frames, dtype=torch.bool),
-                "is_prior": torch.arange(batch) < batch // 2}
-        opt = build_optimizer(list(models.student.parameters()), 1e-4, 0.01)
-        gen = torch.Generator().manual_seed(0)
+def step_cost(method: str, start: str, batch: int, seconds: float, steps: int) -> dict:
+    """Runs in its own process, so its peak RSS is this method's alone: steps/s and peak memory."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cfg, models = build(method, Path(start))
+    frames = int(seconds * 100) - 2
+    g = torch.Generator().manual_seed(0)
+    data = {"fbank": torch.randn(batch, frames, 128, generator=g) * 6 + 15,
+            "padding_mask": torch.zeros(batch, frames, dtype=torch.bool),
+            "is_prior": torch.arange(batch) < batch // 2}
+    opt = build_optimizer(list(models.student.parameters()), 1e-4, 0.01)
+    gen = torch.Generator().manual_seed(0)
 
-        def step():
-            loss, _, aux = compute_losses(cfg, models, models.student, data, gen, "cpu")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if models.codebook is not None:
-                models.codebook.step(models.tokenizer.quantize.embedding, aux["features"])
+    def step():
+        loss, _, aux = compute_losses(cfg, models, models.student, data, gen, "cpu")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if models.codebook is not None:
+            models.codebook.step(models.tokenizer.quantize.embedding, aux["features"])
 
-        step()  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        return steps / (time.perf_counter() - t0)
+    step()  # warm-up (allocates the optimizer state)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"step_s": elapsed / steps, "peak_mib": peak / 1024, "import_mib": before / 1024}
+
+
+def in_own_process(fn, *args):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def ray_samples_per_second(num_workers: int, steps: int, corpus: str, out: str) -> float:
@@ -108,12 +107,17 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    dcpt = steps_per_second("dcpt", args.preset, args.batch, args.seconds, args.steps)
-    sonar = steps_per_second("sonar", args.preset, args.batch, args.seconds, args.steps)
-    print(f"one process, {args.preset} preset, batch {args.batch} x {args.seconds}s, {torch.get_num_threads()} threads")
-    print(f"  dcpt  step: {dcpt:6.2f} steps/s")
-    print(f"  sonar step: {sonar:6.2f} steps/s")
-    print(f"  sonar / dcpt step time: {dcpt / sonar:.2f}x  (distillation overhead; target <= 1.35x)")
+    with tempfile.TemporaryDirectory() as d:
+        write_start(d, args.preset)
+        cost = {m: in_own_process(step_cost, m, d, args.batch, args.seconds, args.steps) for m in ("dcpt", "sonar")}
+    dcpt, sonar = cost["dcpt"], cost["sonar"]
+    print(f"one process each, {args.preset} preset, batch {args.batch} x {args.seconds}s, {torch.get_num_threads()} threads, "
+          f"mean of {args.steps} steps")
+    for name, c in cost.items():
+        print(f"  {name:5s} step: {c['step_s']:7.3f} s   peak RSS {c['peak_mib']:7.0f} MiB "
+              f"(+{c['peak_mib'] - c['import_mib']:.0f} MiB over the imports)")
+    print(f"RESULT sonar/dcpt step time {sonar['step_s'] / dcpt['step_s']:.2f}x (target <= 1.15x), "
+          f"peak memory {sonar['peak_mib'] / dcpt['peak_mib']:.2f}x")
     if args.skip_ray:
         return
 

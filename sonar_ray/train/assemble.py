@@ -85,10 +85,6 @@ def _label_tokenizer(cfg: TrainConfig, uri: str | None) -> LabelTokenizer:
     return artifacts.load_label_tokenizer(uri) if uri else artifacts.new_random_projection(cfg.num_codes, cfg.seed)
 
 
-def _label_tokenizer(cfg: TrainConfig, uri: str | None) -> LabelTokenizer:
-    return artifacts.load_label_tokenizer(uri) if uri else artifacts.new_random_projection(cfg.num_codes, cfg.seed)
-
-
 def write_checkpoint(dir_: Path, models: Models, optimizer, scheduler, step: int, metrics_file: Path) -> None:
     """model.pt, tokenizer.pt (with the code usage the run ends with), predictor.pt, trainer_state.pt and
     the metrics so far, into the folder a Ray Train checkpoint is made from."""
