@@ -21,7 +21,8 @@ from sonar_ray.data import DataConfig, PreparedData, build_train_dataset, prepar
 from sonar_ray.train import artifacts, faults
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.health import HoldOut, split_holdout
-from sonar_ray.train.loop import PROGRESS, train_loop_per_worker
+from sonar_ray.train.checkpoints import PROGRESS, write_progress
+from sonar_ray.train.loop import train_loop_per_worker
 from sonar_ray.train.metrics import wandb_run_id
 
 
@@ -148,7 +149,7 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     if existing:
         check_resume(cfg, output)
     else:
-        storage.write_bytes_atomic(storage.join(output, PROGRESS), b'{"safe_step": 0}')
+        write_progress(output, 0)
         storage.write_bytes_atomic(storage.join(output, RUN_CONFIG), json.dumps(to_dict(cfg), indent=2).encode())
     storage.makedirs(output)
     init_ray(cfg.ray_address)
@@ -190,7 +191,7 @@ def fit(cfg: TrainConfig, paths: dict, data_cfg: DataConfig, prepared: PreparedD
     record_health(summary, holdout, before, cfg.mask_ratio)
     # The final checkpoint is registered now: a later --resume (e.g. a larger --stop-after) streams
     # on from exactly where this one stopped.
-    storage.write_bytes_atomic(storage.join(output, PROGRESS), json.dumps({"safe_step": summary.steps}).encode())
+    write_progress(output, summary.steps)
     return summary
 
 

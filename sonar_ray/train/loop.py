@@ -9,8 +9,6 @@ codes toward the new domain. Model assembly and checkpoints: `assemble`; codeboo
 from __future__ import annotations
 
 import itertools
-import json
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,6 @@ import ray.train
 import ray.train.torch
 from torch import nn
 
-from sonar_ray import storage
 from sonar_ray.audio.features import normalize_fbank, patch_padding_mask
 from sonar_ray.config import from_dict
 from sonar_ray.data import iter_train_batches
@@ -32,12 +29,12 @@ from sonar_ray.objectives.distill import feature_distill_loss, token_distill_los
 from sonar_ray.objectives.masking import gather_patches
 from sonar_ray.train import growth
 from sonar_ray.train.assemble import Models, build_models, resume_paths, write_checkpoint
+from sonar_ray.train.checkpoints import CheckpointReporter
 from sonar_ray.train.collectives import summed
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.metrics import MetricsLogger
 from sonar_ray.train.schedule import build_optimizer, warmup_cosine
 
-PROGRESS = "progress.json"  # {"safe_step": N}: where a restarted data stream may begin
 SHARED_CODE_COS = 0.99  # a student code this close to the teacher's same-index code still means the same
 StepHook = Callable[[int, int], None]  # (step about to be trained, rank): e.g. tests' sonar_ray.train.faults
 
@@ -163,7 +160,8 @@ def train_loop_per_worker(config: dict) -> None:
     step_hooks: list[StepHook] = config.get("step_hooks", [])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    step, t_last, samples, safe_step = start_step, time.time(), 0, start_step
+    reporter = CheckpointReporter(rank, config["output"])
+    step, t_last, samples = start_step, time.time(), 0
     nonfinite_steps = 0  # updates skipped for a non-finite loss / gradient (this worker group's lifetime)
     replaced = 0  # clips of this worker's batches replaced at read time (this worker group's lifetime)
     student.train()
@@ -200,18 +198,10 @@ def train_loop_per_worker(config: dict) -> None:
             t_last, samples = now, 0
             if logger:
                 logger.log(step, metrics)
-            if step % cfg.checkpoint_every == 0 or last:
-                with tempfile.TemporaryDirectory() as d:
-                    if rank == 0:
-                        write_checkpoint(Path(d), models, optimizer, scheduler, step, logger.path)
-                    ray.train.report({"step": step, **metrics},
-                                     checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
-                if rank == 0:  # the previous checkpoint is surely registered now: a restart may stream from it
-                    storage.write_bytes_atomic(storage.join(config["output"], PROGRESS),
-                                               json.dumps({"safe_step": safe_step}).encode())
-                safe_step = step
-            else:
-                ray.train.report({"step": step, **metrics})
+            save = step % cfg.checkpoint_every == 0 or last  # `write` runs on rank 0 only, within report
+            reporter.report({"step": step, **metrics}, step, write=(lambda d: write_checkpoint(
+                d, models, optimizer, scheduler, step, logger.path)) if save else None)
+    reporter.close()
     if logger:
         logger.close()
 

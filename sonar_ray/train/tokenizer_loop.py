@@ -8,7 +8,6 @@ trains on a GPU with `use_gpu`.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sonar_ray.data import DataConfig, build_train_dataset, iter_train_batches, 
 from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import TokenizerTrainConfig, TokenizerTrainer
 from sonar_ray.train import artifacts
+from sonar_ray.train.checkpoints import CheckpointReporter
 from sonar_ray.train.driver import ray_storage
 from sonar_ray.train.health import split_holdout
 
@@ -33,6 +33,7 @@ def train_tokenizer_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     teacher = beats.load_checkpoint(config["teacher"]).requires_grad_(False)
     trainer = TokenizerTrainer(cfg, teacher, device)
+    reporter = CheckpointReporter(ray.train.get_context().get_world_rank())
     for batch in iter_train_batches(ray.train.get_dataset_shard("train")):
         if trainer.step >= cfg.steps:
             break
@@ -41,11 +42,11 @@ def train_tokenizer_loop_per_worker(config: dict) -> None:
             print(f"[tokenizer {trainer.step}/{cfg.steps}] cosine={metrics['tok_cosine']:.3f} "
                   f"coverage={metrics['tok_coverage']:.2f} restarted={metrics['tok_restarted']}", flush=True)
         if trainer.step == cfg.steps:
-            with tempfile.TemporaryDirectory() as d:
-                tokenizer_lib.save_checkpoint(trainer.tokenizer.eval(), str(Path(d) / artifacts.TOKENIZER))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            reporter.report(metrics, trainer.step, write=lambda d: tokenizer_lib.save_checkpoint(
+                trainer.tokenizer.eval(), str(d / artifacts.TOKENIZER)))
         elif trainer.step % 10 == 0:
-            ray.train.report(metrics)  # feeds the driver's progress bar
+            reporter.report(metrics, trainer.step)  # feeds the driver's progress bar
+    reporter.close()
 
 
 def fit_tokenizer(teacher_ckpt: str, data_cfg: DataConfig, output: str, cfg: TokenizerTrainConfig,

@@ -4,7 +4,6 @@ lags it by one), and --resume refuses a changed configuration, naming the differ
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,18 +13,16 @@ import pytest
 from sonar_ray.train import artifacts, driver
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.inputs import data_config
-from sonar_ray.train.loop import PROGRESS
+from sonar_ray.train.checkpoints import CheckpointReporter
 
 
 def recording_loop(config: dict) -> None:
     """Stand-in for `train_loop_per_worker` with its stream call and its checkpoint / progress.json
-    protocol, but no model: what it "trains" is the list of batch ids, kept in the trainer state."""
-    import tempfile
-
+    protocol (`CheckpointReporter`), but no model: what it "trains" is the list of batch ids, kept in
+    the trainer state."""
     import ray.train
     import torch.distributed as dist
 
-    from sonar_ray import storage
     from sonar_ray.config import from_dict
     from sonar_ray.data import iter_train_batches
 
@@ -36,7 +33,7 @@ def recording_loop(config: dict) -> None:
     if checkpoint is not None:
         state = artifacts.load_torch(str(Path(checkpoint.to_directory()) / artifacts.TRAINER_STATE))
         trained, step = state["trained"], state["step"]
-    safe_step = step
+    reporter = CheckpointReporter(rank, config["output"])
     for batch in iter_train_batches(ray.train.get_dataset_shard(f"train_{rank}"), step * world + rank, world):
         if step >= cfg.end_step:
             break
@@ -46,14 +43,10 @@ def recording_loop(config: dict) -> None:
         dist.all_gather_object(ids, batch["batch_index"])
         trained, step = trained + ids, step + 1
         if step % cfg.checkpoint_every == 0 or step == cfg.end_step:
-            with tempfile.TemporaryDirectory() as d:
-                if rank == 0:
-                    artifacts.save_torch({"step": step, "trained": trained}, str(Path(d) / artifacts.TRAINER_STATE))
-                ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
-            if rank == 0:
-                storage.write_bytes_atomic(storage.join(config["output"], PROGRESS),
-                                           json.dumps({"safe_step": safe_step}).encode())
-            safe_step = step
+            state = {"step": step, "trained": trained}
+            reporter.report({"step": step}, step,
+                            write=lambda d: artifacts.save_torch(state, str(d / artifacts.TRAINER_STATE)))
+    reporter.close()
 
 
 @pytest.mark.slow
