@@ -161,12 +161,16 @@ def train_loop_per_worker(config: dict) -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     reporter = CheckpointReporter(rank, config["output"])
-    step, t_last, samples = start_step, time.time(), 0
+    step, t_last, samples, data_wait = start_step, time.time(), 0, 0.0
     nonfinite_steps = 0  # updates skipped for a non-finite loss / gradient (this worker group's lifetime)
     replaced = 0  # clips of this worker's batches replaced at read time (this worker group's lifetime)
     student.train()
-    for batch in batches:
-        if step >= cfg.end_step:
+    batches = iter(batches)
+    while step < cfg.end_step:
+        t_wait = time.perf_counter()  # the step before synced (finite_update reads the loss): this is idle time
+        batch = next(batches, None)
+        data_wait += time.perf_counter() - t_wait
+        if batch is None:
             break
         for hook in step_hooks:
             hook(step, rank)
@@ -192,10 +196,11 @@ def train_loop_per_worker(config: dict) -> None:
             now = time.time()
             metrics = {k: float(v) for k, v in logs.items()}
             metrics.update(lr=scheduler.get_last_lr()[0], samples_per_s=samples * world / (now - t_last),
+                           data_wait_share=data_wait / (now - t_last),  # rank 0's share of wall time spent waiting for input
                            samples_seen=step * cfg.batch_size * world, **grow_info,
                            replaced_clips=float(summed(torch.tensor(float(replaced), device=device))),
                            skipped_inputs=config["skipped_inputs"])  # bad files left out before training
-            t_last, samples = now, 0
+            t_last, samples, data_wait = now, 0, 0.0
             if logger:
                 logger.log(step, metrics)
             save = step % cfg.checkpoint_every == 0 or last  # `write` runs on rank 0 only, within report
