@@ -1,14 +1,18 @@
 """The Ray Dataset of training batches: one row per whole batch.
 
-The sampler plans every batch on the driver; the transform decodes, resamples, crops and computes
-fbank in `map_batches` on CPU. A row is a whole batch so that `streaming_split(n)` can only ever
-hand out complete batches: the per-batch replay ratio stays exact on every worker. (Ray's
-`Dataset.mix` interleaves per block, not per row, so it cannot keep a per-batch ratio.)
+The sampler plans the batches lazily: the driver walks it once without planning (`JointSampler.skip`),
+keeping only the sampler state at the start of each of at most PLAN_BLOCKS segments of the stream;
+Ray workers restore a segment's state and plan its batches (`flat_map`), one row per batch, and the
+transform decodes, resamples, crops and computes fbank in `map_batches` on CPU, one task per batch.
+A row is a whole batch so that `streaming_split(n)` can only ever hand out complete batches: the
+per-batch replay ratio stays exact on every worker. (Ray's `Dataset.mix` interleaves per block, not
+per row, so it cannot keep a per-batch ratio.)
 Resuming: the rows of batches [k, num_batches) are those of the uninterrupted stream from batch k.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
@@ -22,6 +26,8 @@ from sonar_ray.data.prepare import PreparedData, prepare_data
 from sonar_ray.data.sampler import JointSampler
 
 log = logging.getLogger(__name__)
+
+PLAN_BLOCKS = 16  # input blocks per dataset: the driver holds one sampler state per block, never a plan per batch
 
 
 def make_sampler(cfg: DataConfig, prepared: PreparedData) -> JointSampler:
@@ -59,6 +65,44 @@ def load_batch(row: dict[str, np.ndarray], clip_seconds: float, retries: int) ->
             "is_prior": is_prior[None], "replaced": np.array([int((~ok).sum())])}
 
 
+def plan_segments(sampler: JointSampler, start_batch: int, stop_batch: int) -> list[dict]:
+    """[start_batch, stop_batch) as at most PLAN_BLOCKS runs of consecutive batches, each with the
+    sampler state (JSON) it starts from. Walks `sampler` to the last run's start without planning."""
+    size = max(1, -(-(stop_batch - start_batch) // PLAN_BLOCKS))
+    segments = []
+    for start in range(start_batch, stop_batch, size):
+        sampler.skip(start - sampler.batch)
+        segments.append({"start": start, "stop": min(start + size, stop_batch),
+                         "state": json.dumps(sampler.state_dict())})
+    return segments
+
+
+def plan_batches(segment: dict, sampler_ref, rank: int, num_ranks: int) -> Iterator[dict]:
+    """On a Ray worker: one segment -> the rows of its batches with index % num_ranks == rank."""
+    import ray
+
+    sampler = ray.get(sampler_ref)  # a private copy: the initial sampler, shipped once per dataset
+    sampler.load_state_dict(json.loads(segment["state"]))
+    first = segment["start"] + (rank - segment["start"]) % num_ranks
+    for index in range(first, segment["stop"], num_ranks):
+        sampler.skip(index - sampler.batch)  # the other ranks' batches
+        p = next(sampler)
+        yield {"batch_index": p.index, "uris": p.uris, "starts": p.starts, "is_prior": p.is_prior}
+
+
+def build_plan_dataset(sampler: JointSampler, start_batch: int, stop_batch: int, rank: int = 0, num_ranks: int = 1):
+    """The planned batches [start_batch, stop_batch) of `sampler`'s stream with index % num_ranks ==
+    rank, one row each, in index order; one block per row so that every batch is its own load task."""
+    import ray
+
+    sampler_ref = ray.put(sampler)  # before the walk: workers restore each segment's state anyway
+    segments = plan_segments(sampler, start_batch, stop_batch)
+    ds = ray.data.from_items(segments, override_num_blocks=max(1, len(segments)))
+    ds.context.execution_options.preserve_order = True  # a single reader sees batches in index order
+    return (ds.flat_map(plan_batches, fn_kwargs={"sampler_ref": sampler_ref, "rank": rank, "num_ranks": num_ranks})
+            .repartition(target_num_rows_per_block=1))
+
+
 def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: PreparedData | None = None,
                         stop_batch: int | None = None, rank: int = 0, num_ranks: int = 1):
     """Batches [start_batch, stop_batch or cfg.num_batches) of the joint stream as a Ray Dataset (one row
@@ -68,17 +112,13 @@ def build_train_dataset(cfg: DataConfig, start_batch: int = 0, prepared: Prepare
     Pass `prepared` (from `prepare_data(cfg)`) to reuse an inspection the caller already ran, e.g.
     to write its bad-input report.
     """
-    import ray
-
     from sonar_ray.data.backoff import IdleBackoff
 
+    if start_batch < 0 or (stop_batch is not None and stop_batch < 0):
+        raise ValueError(f"batch range [{start_batch}, {stop_batch}) must not be negative")
+    stop = cfg.num_batches if stop_batch is None else min(stop_batch, cfg.num_batches)
     prepared = prepared or prepare_data(cfg)
-    sampler = make_sampler(cfg, prepared)
-    plans = [p for p in [next(sampler) for _ in range(cfg.num_batches)][start_batch:stop_batch]
-             if p.index % num_ranks == rank]
-    items = [{"batch_index": p.index, "uris": p.uris, "starts": p.starts, "is_prior": p.is_prior} for p in plans]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds.context.execution_options.preserve_order = True  # a single reader sees batches in index order
+    ds = build_plan_dataset(make_sampler(cfg, prepared), min(start_batch, stop), stop, rank, num_ranks)
     if IdleBackoff not in ds.context.custom_execution_callback_classes:
         ds.context.custom_execution_callback_classes.append(IdleBackoff)
     return ds.map_batches(load_batch, batch_size=1, fn_kwargs={"clip_seconds": cfg.clip_seconds,

@@ -63,6 +63,16 @@ def test_resume_from_state_continues_exactly_where_it_stopped():
     assert expected[0].index == 17
 
 
+@pytest.mark.parametrize("n", [0, 1, 3, 13, 100])
+def test_skip_advances_exactly_as_next(n):
+    """`skip` passes over batches without planning them; it must land on the very same state."""
+    skipped, walked = make_sampler(), make_sampler()
+    skipped.skip(n)
+    [next(walked) for _ in range(n)]
+    assert skipped.state_dict() == walked.state_dict()
+    assert [next(skipped) for _ in range(20)] == [next(walked) for _ in range(20)]
+
+
 def test_shares_follow_stratum_size_when_relevance_is_equal():
     """Equal relevance means uniform replay per clip: a 1-clip stratum must not get as much as a 40-clip one."""
     shares = oversampling_shares(np.array([40, 1, 9]), np.zeros(3), temperature=0.5, min_oversample=0.25,
