@@ -42,8 +42,9 @@ def cache_dir_for(source_uri: str) -> str:
 
 
 def _inspect(cfg: DataConfig, uri: str, domain: str | None, embed: bool) -> pd.DataFrame:
-    df = load_source(uri, domain)
-    return inspect_files(df, cfg.cache_uri or cache_dir_for(uri), clip_seconds=cfg.clip_seconds,
+    cache_dir = cfg.cache_uri or cache_dir_for(uri)
+    df = load_source(uri, domain, cache_dir=cache_dir)
+    return inspect_files(df, cache_dir, clip_seconds=cfg.clip_seconds,
                          min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, embed=embed, model_uri=cfg.model_uri,
                          concurrency=cfg.num_readers)
 
