@@ -2,8 +2,7 @@
 durations, relevance embeddings) and for evaluation embedding.
 
 Both are Ray Data `map_batches` over an `ActorPoolStrategy(size=actors)`: each actor loads its model
-once and moves it to the GPU Ray gave it, if any (Ray hides every GPU from an actor that asked for
-none, so `torch.cuda.is_available()` in the actor says which). Rows come back in input order.
+once and moves it to the GPU Ray gave it, if any. Rows come back in input order.
 """
 
 from __future__ import annotations
@@ -41,10 +40,16 @@ class EmbedPool:
 
 
 def device():
-    """Where a pass actor (or the driver) runs its model: its GPU when it has one."""
+    """Where a pass actor (or the driver) runs its model: on the GPU Ray assigned to it, else the CPU.
+
+    Not `torch.cuda.is_available()` alone: Ray 2.60 leaves CUDA_VISIBLE_DEVICES as it is for an actor
+    that asked for no GPU, so on a GPU node it would take a GPU it did not reserve.
+    """
+    import ray
     import torch
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assigned = ray.is_initialized() and ray.get_gpu_ids()
+    return torch.device("cuda" if assigned and torch.cuda.is_available() else "cpu")
 
 
 def run_pool(rows: list[dict], fn: type, kwargs: dict, pool: EmbedPool, *, desc: str,

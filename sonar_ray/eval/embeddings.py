@@ -103,7 +103,7 @@ def embed_waveforms(model, waves: list[np.ndarray], layer: str = "last",
 
 
 class ClipEmbedder:
-    """Decode + embed a batch of clip URIs with one frozen model (on the GPU when there is one); a Ray
+    """Decode + embed a batch of clip URIs with one frozen model (on the GPU Ray gave its actor, if any); a Ray
     Data callable class.
 
     Batches are dicts of numpy arrays with a `uri` column; the result keeps every input column and adds
