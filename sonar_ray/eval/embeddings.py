@@ -24,7 +24,7 @@ from sonar_ray.data.decode import BadAudio, decode
 from sonar_ray.data.fetch import fetch_bytes
 from sonar_ray.data.pool import EmbedPool, device, run_pool
 
-IN_DRIVER_MAX_CLIPS = 8  # fewer than a pool's start-up (actors, one model load each) is worth
+IN_DRIVER_MAX_CLIPS = 8  # the driver embeds this many sooner than a pool starts (actors, one model load each)
 
 
 @dataclass
