@@ -1,10 +1,12 @@
 r"""Linear-probe evaluation of frozen BEATs checkpoints on a corpus's labeled probe tasks.
 
     python jobs/evaluate.py --models base=BASE.pt sonar=SONAR.pt dcpt=DCPT.pt --corpus demo_data \
-        --domain speech [--tasks prior speech/words] [--layer last|average|N] [--repeats 3] [--ray]
+        --domain speech [--tasks prior speech/words] [--layer last|average|N] [--repeats 3] \
+        [--embed-pool-actors 4] [--embed-pool-gpus-per-actor 0.5]
 
 Writes results.{csv,parquet} (one row per model and task), summary.csv, report.md, summary.json and
 per_task.png (+ tradeoff.png: adaptability vs forgetting when --domain is given) under --output.
+Clips are embedded by Ray Data actors (`--embed-pool-*`, on GPUs when asked for), each holding one model.
 The probe protocol is documented in sonar_ray/eval/probes.py.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sonar_ray import config
+from sonar_ray.data.pool import EmbedPool
 from sonar_ray.eval.cache import DEFAULT_CACHE_DIR
 from sonar_ray.eval.embeddings import EmbeddingSpec
 from sonar_ray.eval.probes import ProbeConfig
@@ -32,11 +35,9 @@ class EvaluateConfig:
     output: str = "outputs/eval"  # folder or URI for tables and plots
     layer: str = "last"  # "last", "average" or a layer index
     max_seconds: float = 10.0  # clips are cropped to their first max_seconds
-    batch_size: int = 16  # clips per forward pass
     repeats: int = 1  # >1: bootstrap the probe's train split, report mean and std
     seed: int = 0  # seed of the first bootstrap resample
-    ray: bool = False  # embed with Ray Data batch inference (actor pool) instead of in-process
-    concurrency: int = 2  # Ray Data actors (each holds one model)
+    embed_pool: EmbedPool = field(default_factory=EmbedPool)  # the Ray Data actors that embed the clips
     cache_dir: str = DEFAULT_CACHE_DIR  # embeddings cached by checkpoint content
 
 
@@ -61,14 +62,14 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     domain = cfg.domain or None
     if domain and cfg.base not in models:
         raise ValueError(f"--base {cfg.base!r} is not among --models {sorted(models)}")
-    spec = EmbeddingSpec(layer=cfg.layer, max_seconds=cfg.max_seconds, batch_size=cfg.batch_size)
+    spec = EmbeddingSpec(layer=cfg.layer, max_seconds=cfg.max_seconds)
     probe = ProbeConfig(repeats=cfg.repeats, seed=cfg.seed)
 
     # data
     tasks = load_tasks(cfg.corpus, cfg.tasks)
 
     # models x tasks: embed (cached) and probe
-    table = evaluate_models(models, tasks, spec, probe, cfg.cache_dir, use_ray=cfg.ray)
+    table = evaluate_models(models, tasks, spec, probe, cfg.cache_dir, cfg.embed_pool)
 
     # report
     summary = summarize(table, domain, cfg.base if domain else None, cfg.prior_domain)

@@ -101,3 +101,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         logs = ray._private.worker._global_node.get_logs_dir_path()
         driver_log.open(os.path.join(logs, DRIVER_LOG))
         print(f"[ray] full logs: {logs} ({DRIVER_LOG}; worker-*.out/err on each node)", flush=True)
+
+
+def require_gpus(needed: float, what: str) -> None:
+    """Fail now when the cluster lacks the GPUs `what` asks for: Ray would wait forever for actors no
+    node can host. (An autoscaling cluster counts only the nodes it has up at this moment.)"""
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if needed > have:
+        raise ValueError(f"{what} needs {needed:g} GPUs; the Ray cluster has {have:g}")

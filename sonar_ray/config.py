@@ -1,7 +1,8 @@
 """Typed dataclass configs with strict overrides from the command line and from files.
 
-Every job declares one flat dataclass; `parse_cli(Config)` turns each field into a
-`--field-name` flag of the field's type, and `--config FILE` (JSON or YAML) loads a base.
+Every job declares one dataclass; `parse_cli(Config)` turns each field into a `--field-name` flag of
+the field's type (a field that is itself a dataclass, e.g. `embed_pool: EmbedPool`, gives one flag
+per inner field: `--embed-pool-actors`), and `--config FILE` (JSON or YAML) loads a base.
 Unknown keys and wrong types are errors, never silently ignored. A flag's help is the field's
 `metadata["help"]`, else the comment on the field's line (`name: int = 3  # what it does`), so the
 comment per knob is its one home; `--help` shows the job's docstring (usage examples) verbatim.
@@ -53,6 +54,12 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         return list(items) if origin is list else tuple(items)
     if inner is Any:
         return value
+    if dataclasses.is_dataclass(inner):  # a nested config: a mapping in a file, built (and checked) here
+        if isinstance(value, inner):
+            return value
+        if not isinstance(value, dict):
+            raise TypeError(f"config key {name!r} expects a mapping of {inner.__name__} keys, got {value!r}")
+        return from_dict(inner, value)
     if inner is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if inner is bool and not isinstance(value, bool):
@@ -133,30 +140,51 @@ def field_help(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help") or comments.get(f.name, "") for f in dataclasses.fields(cls)}
 
 
-def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description or cls.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="JSON/YAML file with a base config (CLI flags override it)")
+def _add_fields(parser, cls: type, prefix: str = "") -> None:
     hints, helps = _hints(cls), field_help(cls)
     for f in dataclasses.fields(cls):
         tp, optional = _unwrap_optional(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        dest = prefix + f.name
+        if dataclasses.is_dataclass(tp):
+            group = parser.add_argument_group(f"--{dest.replace('.', '-').replace('_', '-')}-*", helps[f.name])
+            _add_fields(group, tp, dest + ".")
+            continue
+        flag = "--" + dest.replace(".", "-").replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         shown = f.metadata.get("shown_default", repr(default))  # a knob left None shows what it becomes
         help_text = f"{helps[f.name]} (default: {shown})".replace("%", "%%")  # argparse %-formats help
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) in (list, tuple):
             (item_tp, *_) = typing.get_args(tp) or (str,)
             kwargs.update(nargs="*", type=item_tp)
         else:
-            kwargs["type"] = tp
+            kwargs.update(type=tp, metavar=f.name.upper())  # not EMBED_POOL.ACTORS
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kwargs)
+
+
+def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description or cls.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="JSON/YAML file with a base config (CLI flags override it)")
+    _add_fields(parser, cls)
     return parser
+
+
+def _merge(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """A file's keys overridden by flags; a nested config's flags ("embed_pool.actors") override one inner key."""
+    out = dict(base)
+    for dest, value in flags.items():
+        *outer, name = dest.split(".")
+        node = out
+        for key in outer:
+            node[key] = node = dict(node.get(key) or {})
+        node[name] = value
+    return out
 
 
 def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
@@ -165,7 +193,7 @@ def parse_cli(cls: type[T], argv: list[str] | None = None, description: str | No
     parser = build_parser(cls, description)
     args = vars(parser.parse_args(argv))
     file_path = args.pop("config", None)
-    return from_dict(cls, {**(load_file(file_path) if file_path else {}), **args})
+    return from_dict(cls, _merge(load_file(file_path) if file_path else {}, args))
 
 
 def save(cfg: Any, path: str | Path) -> None:

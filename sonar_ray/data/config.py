@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sonar_ray.config import check_choices
+from sonar_ray.data.pool import EmbedPool
 from sonar_ray.data.strata import MAX_FIT_ROWS
 
 POLICIES = ("uniform", "relevance")
@@ -34,7 +35,7 @@ class DataConfig:
     model_uri: str | None = field(default=None, metadata={"help": "starting BEATs checkpoint for embeddings (else fbank means)"})
     cache_uri: str | None = field(default=None, metadata={"help": "inspection cache folder (default: <source>/.sonar_cache)"})
     read_retries: int = field(default=3, metadata={"help": "retries of a failing read before a file is skipped"})
-    num_readers: int = field(default=2, metadata={"help": "parallel actors of the inspection pass"})
+    embed_pool: EmbedPool = field(default_factory=EmbedPool, metadata={"help": "actor pool of the inspection pass"})
     seed: int = field(default=0, metadata={"help": "seeds permutations, strata and crops"})
 
     def __post_init__(self):
@@ -45,8 +46,7 @@ class DataConfig:
             raise ValueError(f"need 0 <= min_oversample <= 1 <= max_oversample, got {self.min_oversample}, {self.max_oversample}")
         if self.temperature <= 0 or self.new_modes < 1:
             raise ValueError(f"temperature must be > 0 and new_modes >= 1, got {self.temperature}, {self.new_modes}")
-        for name, low in {"batch_size": 1, "num_batches": 1, "num_strata": 1, "read_retries": 0, "num_readers": 1,
-                          "strata_fit_rows": 1}.items():
+        for name, low in {"batch_size": 1, "num_batches": 1, "num_strata": 1, "read_retries": 0, "strata_fit_rows": 1}.items():
             if not getattr(self, name) >= low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not self.clip_seconds > 0:

@@ -20,27 +20,27 @@ import logging
 import numpy as np
 import pandas as pd
 
-from sonar_ray import progress, storage
-from sonar_ray.cluster import init_ray
+from sonar_ray import storage
 from sonar_ray.data.decode import SAMPLE_RATE, BadAudio, fit_length, scan
 from sonar_ray.data.fetch import read_audio
+from sonar_ray.data.pool import EmbedPool, device, run_pool
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 3  # 3: model embeddings pool the data contract's real patches
 
 
 class ClipInspector:
-    """Ray Data callable (one instance per actor, so the model loads once)."""
+    """Ray Data callable (one instance per pool actor, so the model loads once, onto its GPU if it has one)."""
 
     def __init__(self, clip_seconds: float, min_seconds: float, max_seconds: float, embed: bool,
                  model_uri: str | None):
         self.clip_seconds, self.clip_samples = clip_seconds, int(round(clip_seconds * SAMPLE_RATE))
         self.min_seconds, self.max_seconds, self.embed = min_seconds, max_seconds, embed
-        self.model = None
+        self.model, self.device = None, device()
         if embed and model_uri:
             from sonar_ray.models.beats import load_checkpoint
 
-            self.model = load_checkpoint(model_uri).eval()
+            self.model = load_checkpoint(model_uri).eval().to(self.device)
         if embed:  # a fixed width lets batches without any good clip still emit a NaN block
             self.dim = self._embed(np.zeros((1, self.clip_samples), np.float32), np.array([self.clip_samples])).shape[1]
 
@@ -51,13 +51,14 @@ class ClipInspector:
 
         with torch.no_grad():
             fbank, mask = clip_features(waves, lengths)  # (B, T, 128), (B, T)
+            fbank, mask = fbank.to(self.device), mask.to(self.device)
             if self.model is None:
                 x, keep = fbank, (~mask).float()  # (B, T, 128), (B, T)
             else:
                 padded = patch_padding_mask(mask, self.model.cfg.input_patch_size)  # (B, P)
                 x, _ = self.model.encode(self.model.embed(normalize_fbank(fbank)), padded)  # (B, P, D)
                 keep = (~padded).float()
-            return ((x * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)).numpy()  # (B, D)
+            return ((x * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1)).cpu().numpy()  # (B, D)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["uri"])
@@ -81,7 +82,7 @@ class ClipInspector:
                 clips.append(clip)
                 lengths.append(length)
             good.append(i)
-        out = {"uri": batch["uri"], "reason": reason, "duration": duration, "sample_rate": rate, "channels": channels}
+        out = {"row": batch["row"], "uri": batch["uri"], "reason": reason, "duration": duration, "sample_rate": rate, "channels": channels}
         if self.embed:
             out["embedding"] = np.full((n, self.dim), np.nan, dtype=np.float32)
             if good:
@@ -102,26 +103,25 @@ def _cache_key(df: pd.DataFrame, clip_seconds: float, min_seconds: float, max_se
 
 def inspect_files(df: pd.DataFrame, cache_dir: str, *, clip_seconds: float, min_seconds: float,
                   max_seconds: float, embed: bool = False, model_uri: str | None = None,
-                  concurrency: int = 2) -> pd.DataFrame:
+                  pool: EmbedPool | None = None) -> pd.DataFrame:
     """`df` (with `uri`) + columns reason ('' = good), duration, sample_rate, channels[, embedding].
 
-    Cached at `<cache_dir>/inspect-<key>.parquet`, keyed by the file list, clip settings and model.
+    Runs on `pool` (default `EmbedPool()`); cached at `<cache_dir>/inspect-<key>.parquet`, keyed by the
+    file list, clip settings and model (not by the pool: it does not change the numbers).
     """
-    import ray
-
     key = _cache_key(df, clip_seconds, min_seconds, max_seconds, embed, model_uri)
     cache_uri = storage.join(cache_dir, f"inspect-{key}.parquet")
     if storage.exists(cache_uri):
         found = pd.read_parquet(io.BytesIO(storage.read_bytes(cache_uri)))
     else:
-        init_ray()  # joins the job's cluster, or starts a local one with Ray's logs kept off the console
-        ds = ray.data.from_items([{"uri": u} for u in df["uri"]])
-        ds = ds.map_batches(ClipInspector, batch_size=16, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                            fn_constructor_kwargs=dict(
-            clip_seconds=clip_seconds, min_seconds=min_seconds, max_seconds=max_seconds, embed=embed,
-            model_uri=model_uri))
+        kwargs = dict(clip_seconds=clip_seconds, min_seconds=min_seconds, max_seconds=max_seconds, embed=embed,
+                      model_uri=model_uri)
+        cols = run_pool([{"uri": u} for u in df["uri"]], ClipInspector, kwargs, pool or EmbedPool(),
+                        desc="inspect", unit="file")
+        if "embedding" in cols:  # one list per row, as Parquet stores it
+            cols["embedding"] = list(cols["embedding"])
         buf = io.BytesIO()
-        progress.to_pandas(ds, total=len(df), desc="inspect").to_parquet(buf, index=False)
+        pd.DataFrame(cols).to_parquet(buf, index=False)
         found = pd.read_parquet(io.BytesIO(buf.getvalue()))  # same dtypes as a cache hit
         try:
             storage.write_bytes_atomic(cache_uri, buf.getvalue())

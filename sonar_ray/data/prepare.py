@@ -46,7 +46,7 @@ def _inspect(cfg: DataConfig, uri: str, domain: str | None, embed: bool) -> pd.D
     df = load_source(uri, domain, cache_dir=cache_dir)
     return inspect_files(df, cache_dir, clip_seconds=cfg.clip_seconds,
                          min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, embed=embed, model_uri=cfg.model_uri,
-                         concurrency=cfg.num_readers)
+                         pool=cfg.embed_pool)
 
 
 def prepare_data(cfg: DataConfig) -> PreparedData:

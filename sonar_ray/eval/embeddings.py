@@ -7,9 +7,9 @@ with that mask, so it also drives attention (padded keys excluded) and the zeroi
 positional convolution: a clip's embedding does not depend on what it was batched with (up to float
 rounding), and training and inspection count the same patches.
 
-Two paths, one callable: `ClipEmbedder` (decode + embed a batch of clip URIs) runs in-process for
-small sets (`embed_clips(..., use_ray=False)`) and as a Ray Data `map_batches` actor pool for large
-ones (`use_ray=True`); both give the same numbers.
+Two paths, one callable: `embed_clips` runs `ClipEmbedder` (decode + embed a batch of clip URIs) in
+the driver for a handful of clips, else on an `EmbedPool` (Ray Data actors, on GPUs when the pool
+asks for them); both give the same numbers.
 """
 
 from __future__ import annotations
@@ -22,16 +22,18 @@ import torch
 from sonar_ray.audio.features import FRAME_LENGTH, FRAME_SHIFT, frame_padding_mask, patch_padding_mask
 from sonar_ray.data.decode import BadAudio, decode
 from sonar_ray.data.fetch import fetch_bytes
+from sonar_ray.data.pool import EmbedPool, device, run_pool
+
+IN_DRIVER_MAX_CLIPS = 8  # the driver embeds this many sooner than a pool starts (actors, one model load each)
 
 
 @dataclass
 class EmbeddingSpec:
     layer: str = "last"  # "last", "average" (mean over every layer's output) or a layer index ("0", "-2", ...)
     max_seconds: float = 10.0  # clips are cropped to their first max_seconds
-    batch_size: int = 16  # clips per forward pass (no effect on the numbers)
 
     def cache_fields(self) -> dict:
-        """What the numbers depend on (batch_size does not)."""
+        """What the numbers depend on (the pool and its batch size do not)."""
         return {"layer": self.layer, "max_seconds": self.max_seconds}
 
 
@@ -84,7 +86,8 @@ def masked_mean(features: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
     return (features * keep).sum(1) / keep.sum(1)
 
 
-def embed_waveforms(model, waves: list[np.ndarray], layer: str = "last", batch_size: int = 16) -> np.ndarray:
+def embed_waveforms(model, waves: list[np.ndarray], layer: str = "last",
+                    batch_size: int = EmbedPool.batch_size) -> np.ndarray:
     """Clips (mono 16 kHz float in [-1, 1]) -> (N, D) float32 pooled embeddings, in input order.
 
     Clips are batched by length (less padding to compute); results do not depend on the batching.
@@ -100,17 +103,18 @@ def embed_waveforms(model, waves: list[np.ndarray], layer: str = "last", batch_s
 
 
 class ClipEmbedder:
-    """Decode + embed a batch of clip URIs with one frozen model; a Ray Data callable class.
+    """Decode + embed a batch of clip URIs with one frozen model (on the GPU Ray gave its actor, if any); a Ray
+    Data callable class.
 
     Batches are dicts of numpy arrays with a `uri` column; the result keeps every input column and adds
     `embedding` (float32 (B, D), zeros for unusable clips) and `error` ("" or the BadAudio reason).
     """
 
-    def __init__(self, checkpoint: str, spec: EmbeddingSpec):
+    def __init__(self, checkpoint: str, spec: EmbeddingSpec, batch_size: int = EmbedPool.batch_size):
         from sonar_ray.models.beats import load_checkpoint
 
-        self.model = load_checkpoint(checkpoint).eval()
-        self.spec = spec
+        self.model = load_checkpoint(checkpoint).eval().to(device())
+        self.spec, self.batch_size = spec, batch_size
 
     def _load(self, uri: str) -> np.ndarray:
         return decode(fetch_bytes(uri), seconds=self.spec.max_seconds).wave
@@ -128,30 +132,21 @@ class ClipEmbedder:
         dim = self.model.cfg.encoder_embed_dim
         embedding = np.zeros((len(waves), dim), dtype=np.float32)
         if ok:
-            embedding[ok] = embed_waveforms(self.model, [waves[i] for i in ok], self.spec.layer, self.spec.batch_size)
+            embedding[ok] = embed_waveforms(self.model, [waves[i] for i in ok], self.spec.layer, self.batch_size)
         return {**batch, "embedding": embedding, "error": np.array(errors, dtype=object)}
 
 
-def embed_clips(checkpoint: str, uris: list[str], spec: EmbeddingSpec, *, use_ray: bool = False,
-                embedder: ClipEmbedder | None = None, concurrency: int = 2) -> tuple[np.ndarray, list[str]]:
+def embed_clips(checkpoint: str, uris: list[str], spec: EmbeddingSpec, pool: EmbedPool | None = None, *,
+                desc: str = "embed") -> tuple[np.ndarray, list[str]]:
     """Embed clips -> ((N, D) float32, per-clip error reasons, "" = fine), in input order.
 
-    Local path: one in-process `ClipEmbedder` (pass `embedder` to reuse a loaded model). Ray path: Ray
-    Data `map_batches` over an actor pool of `concurrency` ClipEmbedders, each loading `checkpoint`.
+    Up to IN_DRIVER_MAX_CLIPS clips: one `ClipEmbedder` in this process. More: Ray Data `map_batches`
+    over `pool` (default `EmbedPool()`), each actor loading `checkpoint`, with a progress bar `desc`.
     """
-    if not use_ray:
-        embedder = embedder or ClipEmbedder(checkpoint, spec)
-        chunk = 8 * spec.batch_size  # bounds the decoded audio held in memory at once
-        parts = [embedder({"uri": np.array(uris[i:i + chunk], dtype=object)}) for i in range(0, len(uris), chunk)]
-        return (np.concatenate([p["embedding"] for p in parts]), [str(e) for p in parts for e in p["error"]])
-    import ray
-
-    from sonar_ray.cluster import init_ray
-
-    init_ray()
-    ds = ray.data.from_items([{"row": i, "uri": u} for i, u in enumerate(uris)])
-    ds = ds.map_batches(ClipEmbedder, fn_constructor_kwargs={"checkpoint": checkpoint, "spec": spec},
-                        batch_size=spec.batch_size, concurrency=concurrency, batch_format="numpy")
-    rows = sorted(ds.take_all(), key=lambda r: r["row"])  # actors finish out of order
-    return (np.stack([r["embedding"] for r in rows]).astype(np.float32) if rows else np.zeros((0, 0), np.float32),
-            [str(r["error"]) for r in rows])
+    pool = pool or EmbedPool()
+    if len(uris) <= IN_DRIVER_MAX_CLIPS:
+        out = ClipEmbedder(checkpoint, spec, pool.batch_size)({"uri": np.array(uris, dtype=object)})
+    else:
+        out = run_pool([{"uri": u} for u in uris], ClipEmbedder, {"checkpoint": checkpoint, "spec": spec,
+                                                                  "batch_size": pool.batch_size}, pool, desc=desc)
+    return out["embedding"].astype(np.float32), [str(e) for e in out["error"]]

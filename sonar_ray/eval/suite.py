@@ -2,7 +2,8 @@
 
 `evaluate_models` gives one row per (model, task); `compare` is the one call `adapt(cfg)` makes at
 its end. Embeddings go through `EmbeddingCache`, keyed by checkpoint content, so the base model of a
-series of adaptations is embedded once.
+series of adaptations is embedded once; a model's uncached clips are embedded in one pass over an
+`EmbedPool` (one actor start-up per model, not per task).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pandas as pd
 
 from sonar_ray import progress
 from sonar_ray.eval.cache import DEFAULT_CACHE_DIR, EmbeddingCache, cache_key, checkpoint_digest
-from sonar_ray.eval.embeddings import ClipEmbedder, EmbeddingSpec, embed_clips
+from sonar_ray.data.pool import EmbedPool
+from sonar_ray.eval.embeddings import EmbeddingSpec, embed_clips
 from sonar_ray.eval.metrics import adaptation_summary
 from sonar_ray.eval.probes import ProbeConfig, fit_probe
 from sonar_ray.eval.tasks import ProbeTask, load_tasks, probe_data
@@ -21,21 +23,30 @@ COLUMNS = ["model", "domain", "task", "accuracy", "macro_f1", "mAP", "score", "s
            "n_train", "n_valid", "n_test", "n_skipped"]
 
 
-def _score_model(name: str, checkpoint: str, tasks: list[ProbeTask], spec: EmbeddingSpec, probe: ProbeConfig,
-                 cache: EmbeddingCache, use_ray: bool) -> list[dict]:
+def _embed_tasks(name: str, checkpoint: str, tasks: list[ProbeTask], spec: EmbeddingSpec, pool: EmbedPool,
+                 cache: EmbeddingCache) -> list[tuple[np.ndarray, list[str]]]:
+    """Every task's (embeddings, errors); the tasks not in the cache are embedded in one pass over the pool."""
     digest = checkpoint_digest(checkpoint)
-    embedder = None  # loaded on the first cache miss only
+    keys = [cache_key(digest, spec.cache_fields(), list(task.rows["uri"])) for task in tasks]
+    hits = [cache.get(key) for key in keys]
+    missing = [i for i, hit in enumerate(hits) if hit is None]
+    if missing:
+        embeddings, errors = embed_clips(checkpoint, [u for i in missing for u in tasks[i].rows["uri"]], spec, pool,
+                                         desc=f"embed {name}")
+        start = 0
+        for i in missing:
+            stop = start + len(tasks[i].rows)
+            hits[i] = (embeddings[start:stop], errors[start:stop])
+            cache.put(keys[i], *hits[i])
+            start = stop
+    return hits
+
+
+def _score_model(name: str, checkpoint: str, tasks: list[ProbeTask], spec: EmbeddingSpec, probe: ProbeConfig,
+                 pool: EmbedPool, cache: EmbeddingCache) -> list[dict]:
     rows = []
-    for task in progress.bar(tasks, desc=f"evaluate {name}", unit="task"):
-        uris = list(task.rows["uri"])
-        key = cache_key(digest, spec.cache_fields(), uris)
-        hit = cache.get(key)
-        if hit is None:
-            if not use_ray and embedder is None:
-                embedder = ClipEmbedder(checkpoint, spec)
-            hit = embed_clips(checkpoint, uris, spec, use_ray=use_ray, embedder=embedder)
-            cache.put(key, *hit)
-        embeddings, errors = hit
+    embedded = _embed_tasks(name, checkpoint, tasks, spec, pool, cache)
+    for task, (embeddings, errors) in zip(progress.bar(tasks, desc=f"probe {name}", unit="task"), embedded):
         usable = np.array([e == "" for e in errors])
         result = fit_probe(probe_data(task, embeddings, usable), probe)
         rows.append({"model": name, "domain": task.domain, "task": task.name, **result.to_dict(),
@@ -45,10 +56,12 @@ def _score_model(name: str, checkpoint: str, tasks: list[ProbeTask], spec: Embed
 
 def evaluate_models(models: dict[str, str], tasks: list[ProbeTask], spec: EmbeddingSpec | None = None,
                     probe: ProbeConfig | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
-                    use_ray: bool = False) -> pd.DataFrame:
-    """{name: checkpoint} x tasks -> one row per (model, task) with the probe's test metrics."""
-    spec, probe, cache = spec or EmbeddingSpec(), probe or ProbeConfig(), EmbeddingCache(cache_dir)
-    rows = [r for name, ckpt in models.items() for r in _score_model(name, ckpt, tasks, spec, probe, cache, use_ray)]
+                    pool: EmbedPool | None = None) -> pd.DataFrame:
+    """{name: checkpoint} x tasks -> one row per (model, task) with the probe's test metrics; clips are
+    embedded on `pool` (default `EmbedPool()`)."""
+    spec, probe, pool = spec or EmbeddingSpec(), probe or ProbeConfig(), pool or EmbedPool()
+    cache = EmbeddingCache(cache_dir)
+    rows = [r for name, ckpt in models.items() for r in _score_model(name, ckpt, tasks, spec, probe, pool, cache)]
     return pd.DataFrame(rows)[COLUMNS]
 
 
@@ -61,7 +74,7 @@ def task_scores(table: pd.DataFrame, model: str) -> tuple[dict[str, float], dict
 
 def compare(base_ckpt: str, adapted_ckpt: str, corpus_root: str, domain: str, *, tasks: list[str] | None = None,
             spec: EmbeddingSpec | None = None, probe: ProbeConfig | None = None,
-            cache_dir: str = DEFAULT_CACHE_DIR, use_ray: bool = False, prior_domain: str = "prior",
+            cache_dir: str = DEFAULT_CACHE_DIR, pool: EmbedPool | None = None, prior_domain: str = "prior",
             other_domains: bool = False) -> dict:
     """Adaptability and forgetting of `adapted_ckpt` against `base_ckpt` on the corpus's probe tasks.
 
@@ -76,7 +89,7 @@ def compare(base_ckpt: str, adapted_ckpt: str, corpus_root: str, domain: str, *,
     if tasks is None and not other_domains:
         tasks = [domain, prior_domain]
     table = evaluate_models({"base": base_ckpt, "adapted": adapted_ckpt}, load_tasks(corpus_root, tasks),
-                            spec, probe, cache_dir, use_ray)
+                            spec, probe, cache_dir, pool)
     base, task_domain = task_scores(table, "base")
     adapted, _ = task_scores(table, "adapted")
     summary = adaptation_summary(base, adapted, task_domain, domain, prior_domain)

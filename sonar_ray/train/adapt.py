@@ -53,6 +53,7 @@ def adapt(cfg: TrainConfig) -> AdaptResult:
     print(f"[adapt] {cfg.method} on {cfg.domain!r}: base={cfg.base} -> {cfg.output}", flush=True)
     check_inputs(cfg, paths)  # fail on a missing / incompatible starting model before any work
     init_ray(cfg.ray_address)  # before Ray Data starts one of its own (which would let Ray's logs onto the console)
+    cfg.embed_pool.check_cluster("adapt")  # the evaluation pass comes after training: fail before it, not there
 
     # --- data: inspect every file once (cached), report what was skipped
     data_cfg = inputs.data_config(cfg)
@@ -69,7 +70,8 @@ def adapt(cfg: TrainConfig) -> AdaptResult:
     if cfg.evaluate and cfg.base and cfg.probes:
         from sonar_ray.eval.suite import compare
 
-        metrics = compare(cfg.base, run.model, cfg.probes, cfg.domain, other_domains=cfg.eval_other_domains)
+        metrics = compare(cfg.base, run.model, cfg.probes, cfg.domain, other_domains=cfg.eval_other_domains,
+                          pool=cfg.embed_pool)
         metrics.pop("per_task", None)
 
     # --- report

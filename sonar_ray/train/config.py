@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from sonar_ray.config import check_choices
 from sonar_ray.data.config import DataConfig
+from sonar_ray.data.pool import EmbedPool
 
 METHODS = ("sonar", "dcpt", "scratch")
 DISTILL_SCOPES = ("all", "replay", "new")  # which clips of a batch a distillation term applies to
@@ -108,6 +109,8 @@ class TrainConfig:
     evaluate: bool = field(default=True, **_help("evaluate the adapted model against its base at the end"))
     eval_other_domains: bool = field(default=False, **_help(
         "also probe the probe corpus's other domains (generality); off: the new domain and prior tasks only"))
+    embed_pool: EmbedPool = field(default_factory=EmbedPool, **_help(
+        "actor pool of the inspection pass and the evaluation embedding"))
     ray_address: str | None = field(default=None, **_help("Ray cluster address (default: $RAY_ADDRESS or a local Ray)"))
 
     def __post_init__(self):

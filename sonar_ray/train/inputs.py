@@ -74,4 +74,4 @@ def data_config(cfg: TrainConfig, new_domain: str | None = None) -> DataConfig:
         prior_uri=cfg.prior or "", prior_domain="prior", replay_ratio=cfg.replay_ratio,
         batch_size=cfg.batch_size, num_batches=cfg.max_steps * cfg.num_workers, clip_seconds=cfg.clip_seconds,
         policy=policy, num_strata=cfg.num_strata, max_oversample=cfg.replay_max_oversample, model_uri=cfg.base if policy == "relevance" else None,
-        seed=cfg.seed)
+        embed_pool=cfg.embed_pool, seed=cfg.seed)

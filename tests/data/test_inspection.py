@@ -19,6 +19,7 @@ import soundfile as sf
 from sonar_ray import storage
 from sonar_ray.data import load_source, write_bad_input_report
 from sonar_ray.data.inspect import inspect_files
+from sonar_ray.data.pool import EmbedPool
 from test_decode import flac_claiming_49_days, streaming_wav, wav_at_1_hz
 
 BAD = {"corrupt.flac": "not_audio", "empty.wav": "empty", "nan.wav": "nan_inf", "truncated.wav": "truncated",
@@ -103,3 +104,23 @@ def test_s3_prefix_yields_the_same(s3_bucket, ray_local, dirty_folder):
     found = inspect_files(df, f"{s3_bucket}/data/.sonar_cache", clip_seconds=1.0, min_seconds=0.1, max_seconds=3600.0)
     check(found, f"{s3_bucket}/data/speech", BAD)
     assert storage.exists(f"{s3_bucket}/data/.sonar_cache") and "embedding" not in found
+
+
+def test_the_pool_size_and_batch_size_change_nothing_but_the_speed(s3_server, ray_local, dirty_folder, tmp_path):
+    df = load_source(str(dirty_folder), "speech")
+    runs = [inspect_files(df, str(tmp_path / f"cache{i}"), clip_seconds=1.0, min_seconds=0.1, max_seconds=3600.0,
+                          embed=True, pool=pool)
+            for i, pool in enumerate([EmbedPool(actors=1, batch_size=3), EmbedPool(actors=2, batch_size=16)])]
+    for found in runs:
+        assert found["uri"].tolist() == df["uri"].tolist()  # the manifest's order
+    pd.testing.assert_frame_equal(runs[0].drop(columns="embedding"), runs[1].drop(columns="embedding"))
+    good = runs[0]["reason"] == ""
+    np.testing.assert_array_equal(np.stack(runs[0]["embedding"][good]), np.stack(runs[1]["embedding"][good]))
+
+
+def test_gpus_the_cluster_lacks_fail_at_once(s3_server, ray_local, dirty_folder, tmp_path):
+    df = load_source(str(dirty_folder), "speech")
+    with pytest.raises(ValueError, match="inspect: --embed-pool-actors 2 x --embed-pool-gpus-per-actor 1 needs 2 GPUs"):
+        inspect_files(df, str(tmp_path / "cache"), clip_seconds=1.0, min_seconds=0.1, max_seconds=3600.0,
+                      pool=EmbedPool(gpus_per_actor=1))
+    assert not (tmp_path / "cache").exists()

@@ -1,4 +1,5 @@
-"""Pooled embeddings: valid-patch masks from the time extent, batch invariance, layers, both paths."""
+"""Pooled embeddings: valid-patch masks from the time extent, batch invariance, layers, both paths (in the
+driver, and on an EmbedPool of Ray Data actors: its size and batch size change nothing but the speed)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from sonar_ray.data.manifest import PROBE_MANIFEST, read_manifest
 from sonar_ray.audio.features import frame_padding_mask, patch_padding_mask
-from sonar_ray.eval.embeddings import ClipEmbedder, EmbeddingSpec, embed_clips, embed_waveforms, encode_frames
+from sonar_ray.config import parse_cli
+from sonar_ray.data.manifest import PROBE_MANIFEST, read_manifest
+from sonar_ray.data.pool import EmbedPool
+from sonar_ray.eval.embeddings import (IN_DRIVER_MAX_CLIPS, ClipEmbedder, EmbeddingSpec, embed_clips, embed_waveforms,
+                                       encode_frames)
 from sonar_ray.models.beats import load_checkpoint
 
 
@@ -76,20 +80,46 @@ def _probe_uris(corpus, n: int = 20) -> list[str]:
 
 def test_clip_embedder_reports_bad_files(probe_corpus, checkpoints):
     uris = _probe_uris(probe_corpus, 5)
-    emb, errors = embed_clips(checkpoints["base"], uris, EmbeddingSpec(batch_size=2))
+    assert len(uris) <= IN_DRIVER_MAX_CLIPS  # embedded in this process, no Ray
+    emb, errors = embed_clips(checkpoints["base"], uris, EmbeddingSpec(), EmbedPool(batch_size=2))
     assert emb.shape == (6, 64)
     assert errors == [""] * 5 + ["not_audio"]
     assert not emb[-1].any() and emb[:5].any(1).all()
 
 
-@pytest.mark.slow
-def test_ray_data_path_gives_the_same_numbers(probe_corpus, checkpoints, ray_local):
+def test_the_pool_gives_the_driver_numbers_whatever_its_size(probe_corpus, checkpoints, ray_local):
     uris = _probe_uris(probe_corpus, 20)
-    spec = EmbeddingSpec(batch_size=4)
-    local, local_errors = embed_clips(checkpoints["base"], uris, spec)
-    distributed, errors = embed_clips(checkpoints["base"], uris, spec, use_ray=True, concurrency=2)
-    assert errors == local_errors
-    np.testing.assert_allclose(distributed, local, atol=1e-5)
+    uris = uris[-1:] + uris[:-1]  # the bad file first: row order is the input's
+    spec = EmbeddingSpec()
+    local = ClipEmbedder(checkpoints["base"], spec)({"uri": np.array(uris, dtype=object)})
+    for pool in (EmbedPool(actors=1, batch_size=3), EmbedPool(actors=2, batch_size=16)):
+        emb, errors = embed_clips(checkpoints["base"], uris, spec, pool)
+        assert errors == ["not_audio"] + [""] * 20
+        np.testing.assert_allclose(emb, local["embedding"], atol=1e-5)
+
+
+def test_gpus_the_cluster_lacks_fail_at_once(probe_corpus, checkpoints, ray_local):
+    assert ray_local.cluster_resources().get("GPU", 0) == 0
+    with pytest.raises(ValueError, match="needs 1 GPUs; the Ray cluster has 0"):
+        embed_clips(checkpoints["base"], _probe_uris(probe_corpus, 20), EmbeddingSpec(),
+                    EmbedPool(actors=2, gpus_per_actor=0.5))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--embed-pool-actors", "0"], "--embed-pool-actors must be >= 1"),
+    (["--embed-pool-batch-size", "0"], "--embed-pool-batch-size must be >= 1"),
+    (["--embed-pool-gpus-per-actor", "1.5"], "--embed-pool-gpus-per-actor must be"),
+    (["--embed-pool-gpus-per-actor", "-1"], "--embed-pool-gpus-per-actor must be"),
+])
+def test_pool_settings_are_checked_when_the_flags_are_parsed(flags, message):
+    from jobs.evaluate import EvaluateConfig
+    from sonar_ray.train.config import TrainConfig
+
+    for cls in (EvaluateConfig, TrainConfig):
+        with pytest.raises(ValueError, match=message):
+            parse_cli(cls, flags)
+    assert parse_cli(TrainConfig, ["--embed-pool-actors", "3", "--embed-pool-gpus-per-actor", "0.25"]).embed_pool == \
+        EmbedPool(actors=3, gpus_per_actor=0.25)
 
 
 def test_clip_embedder_is_a_plain_callable(probe_corpus, checkpoints):
