@@ -121,6 +121,7 @@ def pipeline(cfg: GpuCheckConfig, start: Path, work: Path) -> dict:
     on_gpu = cfg.device == "cuda"
     train = TrainConfig(domain="speech", method="sonar", data=str(work / "corpus"), prior=str(work / "corpus"),
                         base=str(start / artifacts.MODEL), output=str(work / "run"), batch_size=cfg.batch_size,
+                        replay_policy="uniform",  # relevance would embed every clip first: a pass, not the loop
                         clip_seconds=cfg.clip_seconds, max_steps=cfg.pipeline_steps, warmup_steps=1,
                         num_workers=1, use_gpu=on_gpu, cpus_per_worker=4 if on_gpu else 1,
                         checkpoint_every=cfg.pipeline_steps, log_every=max(1, cfg.pipeline_steps // 6),

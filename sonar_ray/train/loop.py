@@ -69,25 +69,43 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
     logs = {"loss_mlm": out["loss"].detach(), "acc_masked": out["accuracy"], "code_coverage": out["label_coverage"]}
 
     if models.teacher is not None:
-        with torch.no_grad():  # teacher forward on the very patches the student saw
-            t_vis = gather_patches(models.teacher.embed(fbank), mask.ids_keep)  # (B, Pv, D)
-            t_out, teacher_layers = models.teacher.encode(t_vis, padding_mask=mask.visible_padding,
-                                                          positions=mask.ids_keep)  # (B, Pv, D)
+        with torch.no_grad():
             shared = shared_codes(models.tokenizer, models.teacher_tokenizer)  # (K_t,)
         logs["codes_shared"] = shared.float().sum()
-    if models.teacher_predictor is not None and cfg.lambda_tok > 0:
-        with torch.no_grad():
-            t_logits = models.teacher_predictor(t_out, mask.ids_keep, patch_pad.shape[1], patch_pad)  # (B, P, K_t)
-        rows = scope_rows(cfg.distill_scope_tok, is_prior)[:, None].expand_as(mask.target)[mask.target]  # (N,)
-        loss_tok = token_distill_loss(out["logits"][None], t_logits[mask.target][None], rows[None], codes=shared)
-        total = total + cfg.lambda_tok * loss_tok
-        logs["loss_tok"] = loss_tok.detach()
-    if models.teacher is not None and cfg.lambda_model > 0:
-        skip = mask.visible_padding | ~scope_rows(cfg.distill_scope_model, is_prior)[:, None]  # (B, Pv)
-        loss_model = feature_distill_loss(out["layer_results"], teacher_layers, skip,
-                                          kind=cfg.distill_kind, layers=cfg.distill_layers)
-        total = total + cfg.lambda_model * loss_model
-        logs["loss_model"] = loss_model.detach()
+        use_tok, use_model = models.teacher_predictor is not None and cfg.lambda_tok > 0, cfg.lambda_model > 0
+        none = torch.zeros_like(is_prior)
+        tok_rows = scope_rows(cfg.distill_scope_tok, is_prior) if use_tok else none  # (B,)
+        model_rows = scope_rows(cfg.distill_scope_model, is_prior) if use_model else none  # (B,)
+        # The teacher sees only the clips a distillation term reads (by default the replayed ones): the
+        # rest of its forward would be thrown away. Its math is per clip, so those rows are unchanged.
+        taught = (tok_rows | model_rows).nonzero().squeeze(1)  # (b,)
+        if len(taught):
+            keep = mask.ids_keep[taught]  # (b, Pv)
+            with torch.no_grad():  # teacher forward on the very patches the student saw
+                t_vis = gather_patches(models.teacher.embed(fbank[taught]), keep)  # (b, Pv, D)
+                t_out, teacher_layers = models.teacher.encode(t_vis, padding_mask=mask.visible_padding[taught],
+                                                              positions=keep)  # (b, Pv, D)
+        if use_tok:
+            loss_tok = out["loss"].new_zeros(())
+            if tok_rows.any():
+                sub = tok_rows[taught]  # (b,) which taught clips this term reads
+                with torch.no_grad():
+                    t_logits = models.teacher_predictor(t_out[sub], keep[sub], patch_pad.shape[1],
+                                                        patch_pad[taught][sub])  # (b', P, K_t)
+                student = tok_rows[:, None].expand_as(mask.target)[mask.target]  # (N,) student logits of those clips
+                loss_tok = token_distill_loss(out["logits"][student][None],
+                                              t_logits[mask.target[taught][sub]][None], codes=shared)
+            total = total + cfg.lambda_tok * loss_tok
+            logs["loss_tok"] = loss_tok.detach()
+        if use_model:
+            loss_model = out["loss"].new_zeros(())
+            if model_rows.any():
+                sub = model_rows[taught]  # (b,)
+                loss_model = feature_distill_loss([h[taught][sub] for h in out["layer_results"]],
+                                                  [h[sub] for h in teacher_layers], mask.visible_padding[taught][sub],
+                                                  kind=cfg.distill_kind, layers=cfg.distill_layers)
+            total = total + cfg.lambda_model * loss_model
+            logs["loss_model"] = loss_model.detach()
 
     counts = torch.bincount(labels[~patch_pad].flatten(), minlength=models.tokenizer.num_codes).float()
     p = counts / counts.sum().clamp(min=1)

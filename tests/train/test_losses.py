@@ -81,6 +81,18 @@ def test_distillation_scope_picks_the_clips_each_term_applies_to(tmp_path):
         TrainConfig(distill_scope_tok="prior")
 
 
+def test_the_teacher_runs_only_on_the_clips_a_distillation_term_reads(tmp_path):
+    cfg, models = _models(tmp_path)  # default scopes: replayed clips only
+    seen = []
+    encode = models.teacher.encode
+    models.teacher.encode = lambda x, **kw: seen.append(len(x)) or encode(x, **kw)
+    batch = _batch((True, False, True, False))
+    _, logs, _ = compute_losses(cfg, models, models.student, batch, torch.Generator().manual_seed(0), "cpu")
+    assert seen == [2]  # the two replayed clips
+    _, logs, _ = compute_losses(cfg, models, models.student, _batch((False,) * 4), torch.Generator().manual_seed(0), "cpu")
+    assert seen == [2] and logs["loss_tok"].item() == logs["loss_model"].item() == 0.0  # no replayed clip: no teacher pass
+
+
 def _labels(models, batch):
     z = models.tokenizer.quantize_input(normalize_fbank(batch["fbank"]), batch["padding_mask"])  # (B, P, d)
     return assign(torch.nn.functional.normalize(z, dim=-1).flatten(0, 1), models.tokenizer.quantize.embedding.weight)[0].view(z.shape[:2])
