@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sonar_ray import storage
+from sonar_ray.data import shards
 from sonar_ray.data.decode import UNSUPPORTED_SUFFIXES
+from sonar_ray.data.fetch import read_audio, shard_index
 from sonar_ray.data.manifest import AUDIO_SUFFIXES as DATA_AUDIO_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def _wanted(key: str) -> bool:
     name = key.rsplit("/", 1)[-1]
     if "/" not in key or name.startswith(".") or name.endswith(_TEMP_SUFFIXES):
         return False
-    return name.lower().endswith(AUDIO_SUFFIXES + (MANIFEST_SUFFIX,))
+    return name.lower().endswith(AUDIO_SUFFIXES + (MANIFEST_SUFFIX, shards.SHARD_SUFFIX))
 
 
 def _list_s3(incoming: str) -> list[ObjectInfo]:
@@ -123,13 +125,16 @@ def _resolve(folder: str, path: str) -> str:
 
 
 def arrival_rows(o: ObjectInfo, domain: str) -> list[dict]:
-    """Manifest rows for one arrival: an audio object as-is, an arriving manifest expanded.
+    """Manifest rows for one arrival: an audio object as-is, a tar shard as its audio members, an
+    arriving manifest expanded.
 
     Paths in an arriving manifest are taken relative to that manifest's folder (or are full URIs).
     Raises PoisonArrival when the object can never be used.
     """
     if o.problem:
         raise PoisonArrival(o.problem)
+    if shards.is_shard(o.uri):
+        return _shard_rows(o, domain)
     if not o.is_manifest:
         return [{"path": o.uri, "domain": domain}]
     try:
@@ -150,6 +155,23 @@ def arrival_rows(o: ObjectInfo, domain: str) -> list[dict]:
     return rows
 
 
+def _shard_rows(o: ObjectInfo, domain: str) -> list[dict]:
+    """A tar shard's audio members (from its headers; the index is stored beside it, keyed by ETag).
+    A shard cut short keeps its intact members plus a row for itself, which the data layer reports."""
+    try:
+        index = shard_index(o.uri, o.size, o.etag)
+    except OSError as e:
+        raise PoisonArrival(f"tar shard unreadable: {type(e).__name__}: {e}") from None
+    rows = [{"path": shards.member_uri(o.uri, name), "domain": domain}
+            for name in sorted(index.members) if name.lower().endswith(AUDIO_SUFFIXES)]
+    if index.problem:
+        if not rows:
+            raise PoisonArrival(f"tar shard holds no readable audio: {index.problem}")
+        log.warning("tar shard %s: %s", o.uri, index.problem)
+        rows.append({"path": o.uri, "domain": domain})
+    return rows
+
+
 def training_rows(objects: list[ObjectInfo], domain: str) -> list[dict]:
     """Manifest rows for exactly these objects (see `arrival_rows`)."""
     return [row for o in objects for row in arrival_rows(o, domain)]
@@ -167,10 +189,8 @@ def probe_hours(rows: list[dict]) -> float:
         if "duration" in row:
             seconds += float(row["duration"])
             continue
-        fs, path = storage.filesystem(row["path"])
-        try:
-            with fs.open(path, "rb") as f:
-                seconds += sf.info(f).duration
+        try:  # read_audio: a shard member (`shard.tar#name`) is read in place
+            seconds += read_audio(row["path"], lambda f: sf.info(f).duration, retries=0)
         except Exception as e:  # noqa: BLE001 - any decode error: counted as 0, reported by the data layer
             log.warning("cannot read the header of %s (%s): counted as 0 s", row["path"], e)
     return seconds / 3600.0

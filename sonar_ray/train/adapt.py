@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from sonar_ray import storage
 from sonar_ray.cluster import init_ray
-from sonar_ray.data import prepare_data, write_bad_input_report
+from sonar_ray.data import bad_input_report, prepare_data
 from sonar_ray.train import inputs
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.driver import check_inputs, fit
@@ -55,10 +55,10 @@ def adapt(cfg: TrainConfig) -> AdaptResult:
     init_ray(cfg.ray_address)  # before Ray Data starts one of its own (which would let Ray's logs onto the console)
     cfg.embed_pool.check_cluster("adapt")  # the evaluation pass comes after training: fail before it, not there
 
-    # --- data: inspect every file once (cached), report what was skipped
+    # --- data: inspect every file once (cached), count what was skipped
     data_cfg = inputs.data_config(cfg)
     prepared = prepare_data(data_cfg)
-    bad = write_bad_input_report(cfg.output, prepared.bad)
+    bad = bad_input_report(prepared.bad)  # driver.fit writes it as bad_inputs.json
     print(f"[adapt] data: {len(prepared.new)} new clips, {len(prepared.prior)} prior clips in "
           f"{len(prepared.shares)} strata, {bad['total']} skipped {bad['counts']}", flush=True)
 

@@ -80,3 +80,31 @@ def test_arriving_manifest_expands_to_rows_relative_to_its_folder(root):
     assert got[2]["path"] == objects[1].uri
     # 1800 s declared + two 0.5 s clips read from their headers
     assert abs(probe_hours(got) - (1800 + 1.0) / 3600) < 1e-6
+
+
+def test_an_arriving_tar_shard_expands_to_its_audio_members_read_in_place(root, tmp_path):
+    from sonar_ray.data import shards
+
+    src = tmp_path / "src"
+    for i, name in enumerate(["a.wav", "b.wav", "c.wav"]):
+        (src / "birds").mkdir(parents=True, exist_ok=True)
+        (src / "birds" / name).write_bytes(clip_bytes(i, seconds=0.5 + 0.25 * i))
+    incoming = storage.join(root, "incoming")
+    (shard,) = shards.pack(str(src), storage.join(incoming, "birds"), clips_per_shard=8)
+    objects = list_incoming(incoming)  # the index stored beside the shard is not an arrival
+    assert [o.key for o in objects] == ["birds/" + shard.rsplit("/", 1)[-1]]
+    rows = training_rows(objects, "birds")
+    assert [r["path"].rsplit("#", 1)[-1] for r in rows] == ["birds/a.wav", "birds/b.wav", "birds/c.wav"]
+    assert all(r["path"].startswith(objects[0].uri + "#") and r["domain"] == "birds" for r in rows)
+    assert abs(probe_hours(rows) - (0.5 + 0.75 + 1.0) / 3600) < 1e-6  # headers read inside the shard
+
+
+def test_a_tar_shard_that_holds_no_readable_audio_is_poison(tmp_path):
+    import pytest
+
+    from sonar_ray.pipelines.inventory import PoisonArrival
+
+    (tmp_path / "birds").mkdir()
+    (tmp_path / "birds" / "junk.tar").write_bytes(b"not a tar archive at all" * 100)
+    with pytest.raises(PoisonArrival, match="tar shard"):
+        training_rows(list_incoming(str(tmp_path)), "birds")
