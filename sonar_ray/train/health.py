@@ -24,10 +24,12 @@ MAX_HOLDOUT = 32  # clips per source: enough for stable codes statistics (~2,500
 
 
 def _holdout_uris(df: pd.DataFrame, limit: int) -> list[str]:
-    """Up to `limit` URIs, at most 1/8 of the source and never all of it, picked by a hash of the URI."""
+    """Up to `limit` URIs, at most 1/8 of the source and never all of it, picked by a hash of each clip's
+    path within its source (not its absolute URI: the same corpus copied elsewhere holds out the same clips)."""
     n = min(limit, len(df) // 8 if len(df) >= 16 else min(1, len(df) - 1))
-    keys = sorted(df["uri"], key=lambda u: hashlib.sha1(str(u).encode()).hexdigest())
-    return keys[:max(0, n)]
+    names = df["path"] if "path" in df.columns else df["uri"]
+    order = sorted(range(len(df)), key=lambda i: (hashlib.sha1(str(names.iloc[i]).encode()).hexdigest(), str(df["uri"].iloc[i])))
+    return [df["uri"].iloc[i] for i in order[:max(0, n)]]
 
 
 @dataclass
