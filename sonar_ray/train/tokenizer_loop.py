@@ -20,7 +20,7 @@ from sonar_ray.models import beats, tokenizer as tokenizer_lib
 from sonar_ray.objectives.tokenizer_training import TokenizerTrainConfig, TokenizerTrainer
 from sonar_ray.train import artifacts
 from sonar_ray.train.checkpoints import CheckpointReporter
-from sonar_ray.train.driver import ray_storage
+from sonar_ray.train.driver import ingest_config, ray_storage
 from sonar_ray.train.health import split_holdout
 
 
@@ -34,7 +34,7 @@ def train_tokenizer_loop_per_worker(config: dict) -> None:
     teacher = beats.load_checkpoint(config["teacher"]).requires_grad_(False)
     trainer = TokenizerTrainer(cfg, teacher, device)
     reporter = CheckpointReporter(ray.train.get_context().get_world_rank())
-    for batch in iter_train_batches(ray.train.get_dataset_shard("train")):
+    for batch in iter_train_batches(ray.train.get_dataset_shard("train"), first_index=0):  # in order, or an error
         if trainer.step >= cfg.steps:
             break
         metrics = trainer.train_step(normalize_fbank(batch["fbank"].to(device)), batch["padding_mask"].to(device))
@@ -72,6 +72,7 @@ def fit_tokenizer(teacher_ckpt: str, data_cfg: DataConfig, output: str, cfg: Tok
             run_config=RunConfig(name="tokenizer", storage_path=storage_path, storage_filesystem=storage_fs,
                                  callbacks=[bar.callback]),
             datasets={"train": build_train_dataset(data_cfg, prepared=prepared)},
+            dataset_config=ingest_config(),  # batches in plan order: the codebook is the same run to run
         )
         with bar:
             result = trainer.fit()
