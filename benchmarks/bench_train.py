@@ -21,6 +21,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,44 +32,48 @@ import torch
 
 from benchmarks.start import write_start
 from sonar_ray.train import artifacts
-from sonar_ray.train.assemble import Models, build_models
+from sonar_ray.train.assemble import build_models
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.loop import compute_losses
 from sonar_ray.train.schedule import build_optimizer
 
 
-def build(method: str, start: Path) -> tuple[TrainConfig, Models]:
-    """The models one training worker holds for `method`, from the starting point's files."""
+def training_step(method: str, start: Path, batch: int, seconds: float, device: str = "cpu") -> Callable[[], None]:
+    """One worker's models for `method` from the starting point's files, on `device`, and its training step
+    (losses, backward, optimizer, codebook update; bf16 autocast on CUDA, as the loop) on a synthetic batch."""
+    device = torch.device(device)
     cfg = TrainConfig(method=method)
     paths = {"base": str(start / artifacts.MODEL), "tokenizer": str(start / artifacts.TOKENIZER),
              "predictor": str(start / artifacts.PREDICTOR)}
-    models = build_models(cfg, paths, torch.device("cpu"))
+    models = build_models(cfg, paths, device)
     if models.codebook is not None:
         models.codebook.usage.fill_(1.0 / models.tokenizer.num_codes)  # as after survey_codebook
-    return cfg, models
-
-
-def step_cost(method: str, start: str, batch: int, seconds: float, steps: int) -> dict:
-    """Runs in its own process, so its peak RSS is this method's alone: steps/s and peak memory."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    cfg, models = build(method, Path(start))
     frames = int(seconds * 100) - 2
     g = torch.Generator().manual_seed(0)
-    data = {"fbank": torch.randn(batch, frames, 128, generator=g) * 6 + 15,
-            "padding_mask": torch.zeros(batch, frames, dtype=torch.bool),
-            "is_prior": torch.arange(batch) < batch // 2}
+    data = {"fbank": (torch.randn(batch, frames, 128, generator=g) * 6 + 15).to(device),
+            "padding_mask": torch.zeros(batch, frames, dtype=torch.bool, device=device),
+            "is_prior": (torch.arange(batch) < batch // 2).to(device)}
     opt = build_optimizer(list(models.student.parameters()), 1e-4, 0.01)
     gen = torch.Generator().manual_seed(0)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step():
-        loss, _, aux = compute_losses(cfg, models, models.student, data, gen, "cpu")
+        with autocast:
+            loss, _, aux = compute_losses(cfg, models, models.student, data, gen, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if models.codebook is not None:
             models.codebook.step(models.tokenizer.quantize.embedding, aux["features"])
 
+    return step
+
+
+def step_cost(method: str, start: str, batch: int, seconds: float, steps: int) -> dict:
+    """Runs in its own process, so its peak RSS is this method's alone: steps/s and peak memory."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step = training_step(method, Path(start), batch, seconds)
     step()  # warm-up (allocates the optimizer state)
     t0 = time.perf_counter()
     for _ in range(steps):

@@ -26,12 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from benchmarks.bench_train import build
+from benchmarks.bench_train import training_step
 from benchmarks.start import write_start
 from sonar_ray.config import parse_cli
 from sonar_ray.train import artifacts
-from sonar_ray.train.loop import compute_losses
-from sonar_ray.train.schedule import build_optimizer
 
 # Dense bf16 tensor-core peak per GPU, TFLOP/s (vendor data sheets; SXM parts). Override with --peak-tflops.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0}
@@ -63,26 +61,7 @@ def model_only(cfg: GpuCheckConfig, start: Path) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     device = torch.device(cfg.device)
-    train_cfg, models = build("sonar", start)
-    for m in vars(models).values():
-        if m is not None:
-            m.to(device)
-    frames = int(cfg.clip_seconds * 100) - 2
-    g = torch.Generator().manual_seed(0)
-    batch = {"fbank": (torch.randn(cfg.batch_size, frames, 128, generator=g) * 6 + 15).to(device),
-             "padding_mask": torch.zeros(cfg.batch_size, frames, dtype=torch.bool, device=device),
-             "is_prior": (torch.arange(cfg.batch_size) < cfg.batch_size // 2).to(device)}
-    opt = build_optimizer(list(models.student.parameters()), 1e-4, 0.01)
-    gen = torch.Generator().manual_seed(0)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step():
-        with autocast:
-            loss, _, aux = compute_losses(train_cfg, models, models.student, batch, gen, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        models.codebook.step(models.tokenizer.quantize.embedding, aux["features"])
+    step = training_step("sonar", start, cfg.batch_size, cfg.clip_seconds, cfg.device)
 
     def sync():
         if device.type == "cuda":

@@ -93,6 +93,13 @@ def _layout_domain(rel: str) -> str:
     return "default"
 
 
+def audio_members(index: shards.ShardIndex) -> list[tuple[str, int]]:
+    """(name, size) of a shard's audio members in name order, undecodable formats too (the inspection
+    reports them): what a listing, or the watcher, takes of a shard."""
+    return [(name, size) for name, (_, size) in sorted(index.members.items())
+            if name.lower().endswith(AUDIO_SUFFIXES + UNSUPPORTED_SUFFIXES)]
+
+
 def _shard_rows(paths: list[str], found: dict, base: str, prefix: str,
                 cache_dir: str | None) -> list[tuple[str, str, int]]:
     """(path, uri, size) of every audio member of the shards at `paths`, plus a row for the shard itself
@@ -109,9 +116,7 @@ def _shard_rows(paths: list[str], found: dict, base: str, prefix: str,
     rows = []
     for p, ix in zip(paths, indexes):
         rel, uri = posixpath.relpath(p, base), prefix + p
-        rows += [(shards.member_uri(rel, name), shards.member_uri(uri, name), size)
-                 for name, (_, size) in sorted(ix.members.items())
-                 if name.lower().endswith(AUDIO_SUFFIXES + UNSUPPORTED_SUFFIXES)]
+        rows += [(shards.member_uri(rel, name), shards.member_uri(uri, name), size) for name, size in audio_members(ix)]
         if ix.problem:
             log.warning("tar shard %s: %s", uri, ix.problem)
             rows.append((rel, uri, found[p]["size"]))

@@ -26,7 +26,7 @@ from sonar_ray import storage
 from sonar_ray.data import shards
 from sonar_ray.data.decode import UNSUPPORTED_SUFFIXES
 from sonar_ray.data.fetch import read_audio, shard_index
-from sonar_ray.data.manifest import AUDIO_SUFFIXES as DATA_AUDIO_SUFFIXES
+from sonar_ray.data.manifest import AUDIO_SUFFIXES as DATA_AUDIO_SUFFIXES, audio_members
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,7 @@ def _shard_rows(o: ObjectInfo, domain: str) -> list[dict]:
         index = shard_index(o.uri, o.size, o.etag)
     except OSError as e:
         raise PoisonArrival(f"tar shard unreadable: {type(e).__name__}: {e}") from None
-    rows = [{"path": shards.member_uri(o.uri, name), "domain": domain}
-            for name in sorted(index.members) if name.lower().endswith(AUDIO_SUFFIXES)]
+    rows = [{"path": shards.member_uri(o.uri, name), "domain": domain} for name, _ in audio_members(index)]
     if index.problem:
         if not rows:
             raise PoisonArrival(f"tar shard holds no readable audio: {index.problem}")

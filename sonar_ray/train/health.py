@@ -28,8 +28,8 @@ def _holdout_uris(df: pd.DataFrame, limit: int) -> list[str]:
     path within its source (not its absolute URI: the same corpus copied elsewhere holds out the same clips)."""
     n = min(limit, len(df) // 8 if len(df) >= 16 else min(1, len(df) - 1))
     names = df["path"] if "path" in df.columns else df["uri"]
-    order = sorted(range(len(df)), key=lambda i: (hashlib.sha1(str(names.iloc[i]).encode()).hexdigest(), str(df["uri"].iloc[i])))
-    return [df["uri"].iloc[i] for i in order[:max(0, n)]]
+    ranked = sorted(zip((hashlib.sha1(str(name).encode()).hexdigest() for name in names), map(str, df["uri"])))
+    return [uri for _, uri in ranked[:max(0, n)]]
 
 
 @dataclass
