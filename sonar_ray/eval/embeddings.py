@@ -68,8 +68,9 @@ def _select_layer(x: torch.Tensor, layer_results: list[torch.Tensor], layer: str
 
 
 @torch.no_grad()
-def encode_frames(model, waves: list[np.ndarray], layer: str = "last") -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode a batch of clips -> (features (B, P, D) of the chosen layer, padded (B, P) bool)."""
+def encode_all_layers(model, waves: list[np.ndarray]
+                      ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Encode a batch of clips -> (output (B, P, D), every layer's output [(B, P, D)], padded (B, P) bool)."""
     patch_frames = model.cfg.input_patch_size
     device = next(model.parameters()).device
     source, lengths = pad_batch(waves, patch_frames)
@@ -77,6 +78,12 @@ def encode_frames(model, waves: list[np.ndarray], layer: str = "last") -> tuple[
     x = model.embed(fbank)  # (B, P, D)
     padded = patch_padding_mask(frame_padding_mask(lengths.to(device), fbank.shape[1]), patch_frames)  # (B, P)
     x, layer_results = model.encode(x, padding_mask=padded)
+    return x, layer_results, padded
+
+
+def encode_frames(model, waves: list[np.ndarray], layer: str = "last") -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode a batch of clips -> (features (B, P, D) of the chosen layer, padded (B, P) bool)."""
+    x, layer_results, padded = encode_all_layers(model, waves)
     return _select_layer(x, layer_results, layer), padded
 
 
