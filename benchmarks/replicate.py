@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from benchmarks.replication import report  # noqa: E402
-from benchmarks.replication.protocol import ReplicateConfig, base_run, plan  # noqa: E402
+from benchmarks.replication.protocol import SCRATCH, ReplicateConfig, base_run, plan  # noqa: E402
 from benchmarks.replication.runner import Evaluator, finished, log, random_init_model, train  # noqa: E402
 from sonar_ray import storage  # noqa: E402
 from sonar_ray.cluster import init_ray  # noqa: E402
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
         if rec is None:
             missing.append(run.id)
             continue
+        if run.method != SCRATCH:  # a from-scratch model never started at the base
+            rec = {**rec, "drift": evaluate.drift(run.id, rec["model"], base["model"], run.domain)}
         records[run.id] = rec
         frames.append(evaluate(run.id, rec["model"]))
         if fresh:
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = report.report(cfg, records, pd.concat(frames, ignore_index=True), command, missing)
     for domain, found in results["checks"].items():
         for c in found:
-            log(f"{domain}: {'HOLDS' if c['holds'] else 'does not hold'}: {c['claim']} — {c['evidence']}")
+            log(f"{domain}: {c['verdict'].upper()}: {c['claim']} — {c['evidence']}")
     log(f"finished in {time.time() - t0:.0f}s; {len(missing)} planned runs missing; page {cfg.page}")
     return results
 

@@ -17,7 +17,14 @@ from sonar_ray.train.pretrain import PretrainConfig
 # The continual arms: TrainConfig fields of each (applied last, so they win over the common settings).
 METHODS = {
     "dcpt": {"method": "dcpt"},
-    "sonar": {"method": "sonar"},
+    # The LR-damage control: DCPT's steps and LR on prior data only. Forgetting measured against it is
+    # what domain shift costs beyond what continued training at that LR costs anyway.
+    "dcpt_prior": {"method": "dcpt", "domain": "prior"},
+    # Joint sampling alone: no distillation, no codebook change.
+    "replay_only": {"method": "sonar", "lambda_tok": 0.0, "lambda_model": 0.0, "codebook_reanchor": False,
+                    "codebook_grow": 0},
+    "sonar": {"method": "sonar"},  # library defaults: both distillation terms read the replayed clips only
+    "sonar_distill_all": {"method": "sonar", "distill_scope_tok": "all", "distill_scope_model": "all"},
     "sonar_uniform_replay": {"method": "sonar", "replay_policy": "uniform"},
     "sonar_no_tok_distill": {"method": "sonar", "lambda_tok": 0.0},
     "sonar_no_model_distill": {"method": "sonar", "lambda_model": 0.0},
@@ -49,6 +56,9 @@ class ReplicateConfig:
     domains: list[str] = field(default_factory=lambda: ["bioacoustics"], metadata={"help": "domains of the single-domain table"})
     methods: list[str] = field(default_factory=lambda: [*METHODS, SCRATCH], metadata={"help": f"of {[*METHODS, SCRATCH]}"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "adaptation seeds (the base is shared)"})
+    extra_seeds: list[int] = field(default_factory=list, metadata={"help": "further seeds of extra_seed_methods only"})
+    extra_seed_methods: list[str] = field(default_factory=lambda: ["dcpt", "replay_only", "sonar"],
+                                          metadata={"help": "the arms the claims rest on, run with seeds + extra_seeds"})
     scratch_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of from-scratch runs"})
     adapt_steps: int = field(default=150, metadata={"help": "adaptation steps"})
     adapt_lr: float = field(default=2e-3, metadata={"help": "adaptation peak learning rate"})
@@ -69,13 +79,16 @@ class ReplicateConfig:
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
     log_every: int = field(default=25, metadata={"help": "steps between metric reports"})
     eval_split: str = field(default="test", metadata={"help": "valid (protocol design) | test (final)", "choices": ("valid", "test")})
-    probe_repeats: int = field(default=1, metadata={"help": "probe bootstrap repeats"})
+    probe_repeats: int = field(default=1, metadata={"help": "probe fits on train resamples (1: the exact train split, "
+                                                             "which the paired test-clip intervals need)"})
+    drift_clips: int = field(default=200, metadata={"help": "held-out clips per domain of the CKA distance from the base"})
+    bootstrap_draws: int = field(default=2000, metadata={"help": "draws of the paired bootstrap over test clips and seeds"})
     train: bool = field(default=True, metadata={"help": "train missing runs (--no-train: report the finished ones)"})
     ray_address: str | None = field(default=None, metadata={"help": "Ray cluster (default: $RAY_ADDRESS or local)"})
 
     def __post_init__(self):
         unknown = (sorted(set(self.methods) - set(METHODS) - {SCRATCH})
-                   + sorted(set(self.sequence_methods) - set(METHODS)))
+                   + sorted(set(self.sequence_methods) - set(METHODS)) + sorted(set(self.extra_seed_methods) - set(METHODS)))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; known: {[*METHODS, SCRATCH]}")
 
@@ -119,7 +132,8 @@ def adapt_run(cfg: ReplicateConfig, run_id: str, method: str, seed: int, corpus:
               "clip_seconds": cfg.clip_seconds, "num_workers": cfg.num_workers, "use_gpu": cfg.use_gpu,
               "resume": True, "wandb": False, "ray_address": cfg.ray_address}
     further = load_file(cfg.adapt_config) if cfg.adapt_config else {}
-    sonar = {} if method == "dcpt" else {"replay_ratio": cfg.replay_ratio, "codebook_grow": cfg.codebook_grow}  # DCPT: 0
+    sonar = ({} if METHODS[method]["method"] == "dcpt"  # DCPT: no replay, no growth
+             else {"replay_ratio": cfg.replay_ratio, "codebook_grow": cfg.codebook_grow})
     return Run(run_id, method, seed, domain, from_dict(TrainConfig, {**common, **further, **sonar, **METHODS[method]}))
 
 
@@ -143,10 +157,11 @@ def write_manifest(work: str, corpus: str, name: str, domains: dict[str, str]) -
 def plan(cfg: ReplicateConfig, corpus: str, base_model: str) -> list[Run]:
     """Every run, seed by seed (so a stopped run leaves complete seeds), then the streams."""
     runs = []
-    for seed in cfg.seeds:
+    for seed in [*cfg.seeds, *cfg.extra_seeds]:
+        methods = [m for m in cfg.methods if m != SCRATCH and (seed in cfg.seeds or m in cfg.extra_seed_methods)]
         for domain in cfg.domains:
             runs += [adapt_run(cfg, f"{m}/{domain}-s{seed}", m, seed, corpus, corpus, domain, base_model)
-                     for m in cfg.methods if m != SCRATCH]
+                     for m in methods]
             if SCRATCH in cfg.methods and seed in cfg.scratch_seeds:
                 # Both domains' rows labelled "prior": pre-training reads one domain.
                 data = write_manifest(cfg.work, corpus, f"prior+{domain}", {"prior": "prior", domain: "prior"})

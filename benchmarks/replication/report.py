@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.replication import claims
 from benchmarks.replication.protocol import METHODS, REFERENCES, SCRATCH, ReplicateConfig
 from sonar_ray import storage
 from sonar_ray.config import to_dict
@@ -95,34 +96,6 @@ def sequential_by_method(streams: dict, cfg: ReplicateConfig) -> dict:
                 agg[key] = [_mean_std(stage) for stage in zip(*(r[key] for r in runs))]
         out[method] = agg
     return out
-
-
-def checks(table: dict, domain: str) -> list[dict]:
-    """The issue's acceptance claims, decided from the numbers (thresholds stated in each claim)."""
-    dcpt, sonar, scratch = table.get("dcpt"), table.get("sonar"), table.get(SCRATCH)
-    found = []
-    if dcpt and sonar:
-        forgot = {t: v for t, v in dcpt["forgetting_per_task"].items() if v[2] > 1 and v[0] > 2 * v[1] and v[0] > 0}
-        t = max(forgot, key=lambda k: forgot[k][0]) if forgot else max(dcpt["forgetting_per_task"],
-                                                                           key=lambda k: dcpt["forgetting_per_task"][k][0])
-        d, s = dcpt["forgetting_per_task"][t], sonar["forgetting_per_task"][t]
-        found.append({"claim": f"DCPT forgets on a prior task beyond the seed spread (mean > 2 std, n={d[2]})",
-                      "evidence": f"{t}: DCPT forgetting {d[0]:+.3f} ± {d[1]:.3f}", "holds": bool(forgot)})
-        found.append({"claim": "SONAR's forgetting on that task ≤ 1/3 of DCPT's",
-                      "evidence": f"{t}: SONAR {s[0]:+.3f} ± {s[1]:.3f} vs DCPT {d[0]:+.3f}",
-                      "holds": bool(d[0] > 0 and s[0] <= d[0] / 3)})
-        g_d, g_s = dcpt["adaptability_gain"][0], sonar["adaptability_gain"][0]
-        found.append({"claim": f"SONAR keeps most (≥ 2/3) of DCPT's gain on {domain}",
-                      "evidence": f"gain over base: SONAR {g_s:+.3f} vs DCPT {g_d:+.3f}",
-                      "holds": bool(g_d > 0 and g_s >= 2 / 3 * g_d)})
-    if sonar and scratch:
-        a_s, a_x = sonar["adaptability"][0], scratch["adaptability"][0]
-        ratio = {k: sonar["compute"][k][0] / scratch["compute"][k][0] for k in ("samples_seen", "worker_seconds")}
-        found.append({"claim": f"SONAR ≥ retraining from scratch on {domain} with ≤ 10% of its compute",
-                      "evidence": f"{domain}: SONAR {a_s:.3f} vs scratch {a_x:.3f}; compute ratio "
-                                  f"{ratio['samples_seen']:.1%} (samples), {ratio['worker_seconds']:.1%} (worker-s)",
-                      "holds": bool(a_s >= a_x and max(ratio.values()) <= 0.10)})
-    return found
 
 
 def _pm(v: tuple, signed: bool = False) -> str:
@@ -236,9 +209,11 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
         if refs["base"].get("samples_seen"):
             lines += [f"Base pre-training: {refs['base']['samples_seen']} samples, {refs['base']['worker_seconds']:.0f} "
                       f"worker-s (not counted in the continual methods' compute).", ""]
-        lines += ["Claims:", "", _md(["claim", "evidence", "holds"],
-                                     [[c["claim"], c["evidence"], "yes" if c["holds"] else "**no**"]
-                                      for c in results["checks"][domain]]), ""]
+        lines += _interval_lines(results["intervals"][domain], domain)
+        lines += ["Claims (rules: `benchmarks/replication/claims.py`, stated on this page before the results):", "",
+                  _md(["claim", "evidence (estimate [95 % interval])", "verdict"],
+                      [[c["claim"], c["evidence"], c["verdict"] if c["verdict"] == "holds" else f"**{c['verdict']}**"]
+                       for c in results["checks"][domain]]), ""]
         lines += [f"![adaptability vs forgetting]({rel[f'tradeoff-{domain}']})",
                   f"![compute vs score]({rel[f'compute-{domain}']})", ""]
     if results["sequential"]:
@@ -265,6 +240,30 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
     return "\n".join(lines)
 
 
+def _interval_lines(table: dict, domain: str) -> list[str]:
+    """Paired intervals against the base and the DCPT-on-prior control, and how far each method moved."""
+    if not table:
+        return []
+
+    def iv(row: dict, key: str) -> str:
+        return f"{row[key][0]:+.3f} [{row[key][1]:+.3f}, {row[key][2]:+.3f}]" if key in row else "–"
+
+    def num(row: dict, key: str) -> str:
+        return f"{row[key]:.3f}" if key in row else "–"
+
+    def gain(row: dict, src: str) -> str:
+        k = f"info_gain_{src}"
+        return f"{row[k][0]:.3f} → {row[k][1]:.3f}" if k in row else "–"
+
+    rows = [[m, ",".join(map(str, r["seeds"])), iv(r, "gain"), iv(r, "forgetting"), iv(r, "forgetting_vs_control"),
+             num(r, "cka_distance_new"), num(r, "cka_distance_prior"), num(r, "weight_change"),
+             gain(r, "new"), gain(r, "prior")] for m, r in table.items()]
+    return ["Paired 95 % intervals (test clips and seeds resampled) and distance moved from the base:", "",
+            _md(["method", "seeds", f"{domain} gain vs base", "forgetting vs base", "forgetting vs DCPT-on-prior",
+                 "1 − CKA new", "1 − CKA prior", "rel. weight change", "held-out info gain new (nats)",
+                 "held-out info gain prior"], rows), ""]
+
+
 def write_page(page: Path, generated: str) -> None:
     """Replace the generated block of the page, keeping any hand-written text around it."""
     begin, end = GENERATED
@@ -288,14 +287,19 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, 
                       "scores_by_domain": {d: float(np.mean([v for t, v in s.items() if task_domain[t] == d]))
                                            for d in sorted(set(task_domain.values()))}}
     single = {d: single_domain(runs, scores, task_domain, d) for d in cfg.domains}
+    per_task = table.drop(columns="key").to_dict(orient="records")
+    outcomes, seeds = claims.Outcomes(per_task), [*cfg.seeds, *cfg.extra_seeds]
+    methods = [m for m in [*METHODS, SCRATCH] if m in cfg.methods]
     streams = sequential(runs, scores, task_domain, cfg)
     results = {"meta": {"command": command, "revision": _revision(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "config": to_dict(cfg)},
                "references": refs, "single_domain": single,
-               "checks": {d: checks(t, d) for d, t in single.items()},
+               "rules": claims.RULES,
+               "checks": {d: claims.decide(outcomes, runs, d, seeds, cfg.bootstrap_draws) for d in single},
+               "intervals": {d: claims.intervals(outcomes, runs, d, methods, seeds, cfg.bootstrap_draws) for d in single},
                "sequential": streams, "sequential_by_method": sequential_by_method(streams, cfg),
                "runs": runs, "missing": missing,
-               "per_task": table.drop(columns="key").to_dict(orient="records")}
+               "per_task": per_task}
     storage.write_bytes_atomic(storage.join(cfg.work, f"results-{cfg.eval_split}.json"),
                                json.dumps(results, indent=2, default=float).encode())
     page = Path(cfg.page).resolve()

@@ -45,7 +45,7 @@ def train(run: Run) -> dict:
     else:
         s = adapt(cfg)
         rec = {"model": s.model, "steps": s.steps, "samples_seen": s.samples_seen, "train_seconds": s.wall_seconds,
-               "base": cfg.base,
+               "base": cfg.base, "health": s.health,  # held-out masked prediction, before/after, new and prior
                "final_metrics": {k: v for k, v in s.final_metrics.items() if k.startswith(("loss", "acc", "code"))}}
     job_seconds = round(time.time() - t0, 1)
     rec = {"id": run.id, "method": run.method, "domain": run.domain, "seed": run.seed, **rec,
@@ -69,12 +69,14 @@ def random_init_model(cfg: ReplicateConfig, base: str) -> str:
 
 
 class Evaluator:
-    """Every probe task's score on `eval_split` for one model; cached per run under work."""
+    """Every probe task's score on `eval_split` for one model, with each test clip's outcome (the paired
+    intervals resample them); cached per run under work."""
 
     def __init__(self, cfg: ReplicateConfig, corpus: str):
         from sonar_ray.eval.probes import ProbeConfig
 
         self.cfg, self.tasks, self.probe = cfg, probe_tasks(corpus, cfg.eval_split), ProbeConfig(repeats=cfg.probe_repeats)
+        self._drift_waves: dict[str, list] = {}
 
     def __call__(self, run_id: str, model: str) -> pd.DataFrame:
         from sonar_ray.eval import evaluate_models
@@ -84,7 +86,41 @@ class Evaluator:
         if rows is None:
             log(f"evaluate {run_id}")
             table = evaluate_models({run_id: model}, self.tasks, probe=self.probe,
-                                    cache_dir=storage.join(self.cfg.work, "embeddings"))
+                                    cache_dir=storage.join(self.cfg.work, "embeddings"), per_clip=True)
             rows = table.to_dict(orient="records")
             write_json(uri, rows)
         return pd.DataFrame(rows)
+
+    def drift(self, run_id: str, model: str, base: str, domain: str) -> dict:
+        """How far `model` moved from `base`: linear CKA per encoder layer on held-out clips (the test clips
+        of `domain`'s and the prior's probe tasks, never trained on) and relative weight change; cached."""
+        from sonar_ray.eval import drift
+        from sonar_ray.models.beats import load_checkpoint
+
+        uri = storage.join(self.cfg.work, "drift", run_id + ".json")
+        found = read_json(uri)
+        if found is not None:
+            return found
+        base_model, adapted = load_checkpoint(base), load_checkpoint(model)
+        out = {"base": base, **drift.relative_weight_change(base_model.state_dict(), adapted.state_dict())}
+        for name in (domain, "prior"):
+            out[f"cka_{name}"] = drift.cka_per_layer(base_model, adapted, self._held_out_waves(name))
+        write_json(uri, out)
+        return out
+
+    def _held_out_waves(self, domain: str) -> list:
+        """Up to `drift_clips` test clips of the domain's probe tasks, decoded once per domain."""
+        from sonar_ray.data.decode import BadAudio, decode
+        from sonar_ray.data.fetch import fetch_bytes
+
+        if domain not in self._drift_waves:
+            uris = [u for t in self.tasks if t.domain == domain
+                    for u in t.rows.loc[t.rows["split"].isin(("test", "held_out")), "uri"]][:self.cfg.drift_clips]
+            waves = []
+            for u in uris:
+                try:
+                    waves.append(decode(fetch_bytes(u)).wave)
+                except BadAudio:
+                    continue
+            self._drift_waves[domain] = waves
+        return self._drift_waves[domain]

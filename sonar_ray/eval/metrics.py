@@ -140,3 +140,40 @@ def adaptation_summary(base: Mapping[str, float], adapted: Mapping[str, float],
     others = [v["adapted"] for v in out["other_domains"].values()]
     out["other_domains_mean"] = float(np.mean(others)) if others else float("nan")
     return out
+
+
+# ---- intervals and verdicts ------------------------------------------------------------------
+
+def paired_bootstrap(per_clip: list[list[np.ndarray]], draws: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Estimate and percentile interval of the mean over seeds of the mean over tasks of the mean over
+    test clips of a per-clip quantity, e.g. `correct_model - correct_base` (a paired score difference).
+
+    `per_clip[s][t]` holds seed s's values on task t's test clips; every seed is scored on the same
+    clips, so one draw resamples each task's clips once (the same indices for every seed: the pairing
+    survives) and the seeds with replacement. Both sources of noise, test clips and training seeds,
+    end up in the interval."""
+    arrays = [[np.asarray(task, dtype=np.float64) for task in seed_tasks] for seed_tasks in per_clip]
+    if not arrays or not arrays[0]:
+        raise NotEvaluatedError("paired_bootstrap: no seeds or no tasks")
+    sizes = [len(task) for task in arrays[0]]
+    if any([len(task) for task in seed_tasks] != sizes for seed_tasks in arrays) or 0 in sizes:
+        raise ValueError(f"paired_bootstrap: every seed needs the same non-empty test clips per task, got sizes "
+                         f"{[[len(t) for t in s] for s in arrays]}")
+    values = [np.stack([seed_tasks[t] for seed_tasks in arrays]) for t in range(len(sizes))]  # per task: (S, N_t)
+    estimate = float(np.mean([v.mean() for v in values]))
+    rng = np.random.default_rng(seed)
+    n_seeds, stats = len(arrays), np.empty(draws)
+    for d in range(draws):
+        seeds = rng.integers(0, n_seeds, n_seeds)
+        stats[d] = np.mean([v[seeds][:, rng.integers(0, v.shape[1], v.shape[1])].mean() for v in values])
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return estimate, float(lo), float(hi)
+
+
+def verdict(interval: tuple[float, float, float], above: float = 0.0) -> str:
+    """`holds` when the whole interval lies above `above`, `fails` when it lies at or below it, else
+    `undecided`: a claim is neither confirmed nor refuted by noise the size of the effect."""
+    _, lo, hi = interval
+    return "holds" if lo > above else "fails" if hi <= above else "undecided"

@@ -67,6 +67,9 @@ class ProbeResult:
     n_valid: int
     n_test: int
     repeats: int
+    # Per test clip, 1 where the probe fit on the exact train split is right (single-label; None for
+    # multi-label, whose mAP is not a per-clip mean): what a paired bootstrap between models resamples.
+    test_correct: list[int] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -221,17 +224,19 @@ def fit_probe(data: ProbeData, cfg: ProbeConfig | None = None) -> ProbeResult:
     cfg = cfg or ProbeConfig()
     if len(data.x_valid) == 0 or len(data.x_test) == 0 or len(data.x_train) == 0:
         raise ValueError("a probe needs non-empty train, valid and test splits")
-    runs, chosen = [], []
+    runs, chosen, correct = [], [], None
     for r in range(cfg.repeats):
         idx = (np.arange(len(data.y_train)) if cfg.repeats == 1
                else _bootstrap(data.y_train, np.random.default_rng(cfg.seed + r)))
         probe, l2 = _select_and_fit(data.x_train[idx], data.y_train[idx], data, cfg)
         runs.append(score(probe, data.x_test, data.y_test))
         chosen.append(l2)
+        if r == 0 and not data.multilabel and cfg.repeats == 1:
+            correct = (probe.predict(data.x_test) == data.y_test).astype(int).tolist()
     mean = {k: float(np.mean([run[k] for run in runs])) for k in runs[0]}
     return ProbeResult(**mean, score_std=float(np.std([run["score"] for run in runs])), l2=chosen[0],
                        n_train=len(data.x_train), n_valid=len(data.x_valid), n_test=len(data.x_test),
-                       repeats=cfg.repeats)
+                       repeats=cfg.repeats, test_correct=correct)
 
 
 def encode_labels(labels: Sequence) -> tuple[np.ndarray, list[str]]:

@@ -56,13 +56,14 @@ def _score_model(name: str, checkpoint: str, tasks: list[ProbeTask], spec: Embed
 
 def evaluate_models(models: dict[str, str], tasks: list[ProbeTask], spec: EmbeddingSpec | None = None,
                     probe: ProbeConfig | None = None, cache_dir: str = DEFAULT_CACHE_DIR,
-                    pool: EmbedPool | None = None) -> pd.DataFrame:
+                    pool: EmbedPool | None = None, per_clip: bool = False) -> pd.DataFrame:
     """{name: checkpoint} x tasks -> one row per (model, task) with the probe's test metrics; clips are
-    embedded on `pool` (default `EmbedPool()`)."""
+    embedded on `pool` (default `EmbedPool()`). `per_clip` adds `test_correct` (ProbeResult's) for paired
+    comparisons between models on the same test clips."""
     spec, probe, pool = spec or EmbeddingSpec(), probe or ProbeConfig(), pool or EmbedPool()
     cache = EmbeddingCache(cache_dir)
     rows = [r for name, ckpt in models.items() for r in _score_model(name, ckpt, tasks, spec, probe, pool, cache)]
-    return pd.DataFrame(rows)[COLUMNS]
+    return pd.DataFrame(rows)[COLUMNS + (["test_correct"] if per_clip else [])]
 
 
 def task_scores(table: pd.DataFrame, model: str) -> tuple[dict[str, float], dict[str, str]]:

@@ -29,7 +29,15 @@ def test_smoke_pipeline_writes_page_plots_json_and_resumes(tiny_corpus, tiny_bas
         assert row["seeds"] == [0]
         assert set(row["forgetting_per_task"]) == {"prior/event", "prior/pattern"}
         assert 0.0 <= row["adaptability"][0] <= 1.0 and row["compute"]["samples_seen"][0] == 3 * 4 * 2
-    assert len(results["checks"]["speech"]) == 3  # no scratch run: the compute claim is not checked
+    # no DCPT-on-prior, replay-only or scratch run: C3b, C4 and C5 are not decided
+    assert [c["claim"].split()[0] for c in results["checks"]["speech"]] == ["C1", "C2", "C3a"]
+    assert all(c["verdict"] in ("holds", "fails", "undecided") or c["verdict"].startswith("not testable")
+               for c in results["checks"]["speech"])
+    intervals = results["intervals"]["speech"]["sonar"]
+    assert intervals["gain"][1] <= intervals["gain"][0] <= intervals["gain"][2]
+    assert 0 <= intervals["cka_distance_new"] <= 1 and intervals["weight_change"] > 0
+    drift = results["runs"]["sonar/speech-s0"]["drift"]
+    assert len(drift["cka_speech"]) == len(drift["cka_prior"]) > 0
     # stream: stage 0 is the single-domain run, R is stages x stream tasks
     assert set(results["sequential"]) == {"sonar-s0", "dcpt-s0"}
     for stream in results["sequential"].values():

@@ -20,7 +20,11 @@ SMOKE = str(REPO / "benchmarks" / "replicate_configs" / "smoke.yaml")
 # The benchmark's flags before the split (benchmarks/replicate.py, Runner.__call__), for comparison.
 OLD_METHOD_FLAGS = {
     "dcpt": ["--method", "dcpt"],
+    "dcpt_prior": ["--method", "dcpt", "--domain", "prior"],
+    "replay_only": ["--method", "sonar", "--lambda-tok", "0", "--lambda-model", "0", "--no-codebook-reanchor",
+                    "--codebook-grow", "0"],
     "sonar": ["--method", "sonar"],
+    "sonar_distill_all": ["--method", "sonar", "--distill-scope-tok", "all", "--distill-scope-model", "all"],
     "sonar_uniform_replay": ["--method", "sonar", "--replay-policy", "uniform"],
     "sonar_no_tok_distill": ["--method", "sonar", "--lambda-tok", "0"],
     "sonar_no_model_distill": ["--method", "sonar", "--lambda-model", "0"],
@@ -49,12 +53,24 @@ def test_every_arm_is_the_config_its_old_flags_gave(tmp_path):
             "--log-every", str(c.log_every), "--checkpoint-every", str(max(1, c.adapt_steps // 2)), "--no-evaluate",
             *_common(c), "--mask-ratio", "0.6",
             *(["--replay-ratio", str(c.replay_ratio), "--codebook-grow", str(c.codebook_grow)]
-              if run.method != "dcpt" else []), *OLD_METHOD_FLAGS[run.method]])
+              if not run.method.startswith("dcpt") else []), *OLD_METHOD_FLAGS[run.method]])
         assert run.config == old, run.id
     by_method = {r.method: r.config for r in runs}
     assert by_method["dcpt"].replay_ratio == 0.0 and by_method["sonar"].codebook_grow == 4
     no_codebook = by_method["sonar_no_codebook"]
     assert (no_codebook.codebook_grow, no_codebook.codebook_reanchor) == (0, False)
+    control = by_method["dcpt_prior"]  # the LR-damage control: DCPT's steps and LR, on prior data
+    assert (control.domain, control.replay_ratio, control.lr) == ("prior", 0.0, by_method["dcpt"].lr)
+    replay = by_method["replay_only"]
+    assert (replay.lambda_tok, replay.lambda_model, replay.codebook_grow, replay.replay_ratio) == (0, 0, 0, c.replay_ratio)
+
+
+def test_extra_seeds_run_only_the_arms_the_claims_rest_on(tmp_path):
+    c = parse_cli(ReplicateConfig, ["--config", SMOKE, "--work", str(tmp_path), "--sequence", "--methods", "dcpt",
+                                    "sonar", "sonar_no_codebook", "--seeds", "0", "--extra-seeds", "1", "2"])
+    assert [r.id for r in plan(c, "/corpus", "/base/model.pt")] == [
+        "dcpt/speech-s0", "sonar/speech-s0", "sonar_no_codebook/speech-s0",
+        "dcpt/speech-s1", "sonar/speech-s1", "dcpt/speech-s2", "sonar/speech-s2"]
 
 
 def test_the_base_is_the_config_its_old_flags_gave(tmp_path):

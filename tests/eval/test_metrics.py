@@ -72,3 +72,36 @@ def test_adaptation_summary_refuses_partial_prior():
         adaptation_summary(base, adapted, DOMAINS, domain="speech")
     with pytest.raises(NotEvaluatedError):
         adaptation_summary(base, base, {"speech/w": "speech"}, domain="speech")
+
+
+# ---- paired bootstrap -------------------------------------------------------------------------
+
+def test_paired_bootstrap_estimate_is_the_mean_and_its_interval_covers_it_and_narrows_with_clips():
+    from sonar_ray.eval.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        return [[rng.binomial(1, 0.6, n) - rng.binomial(1, 0.5, n)] for _ in range(3)]
+
+    small, large = draw(100), draw(1600)
+    est, lo, hi = paired_bootstrap(small, draws=800)
+    assert np.isclose(est, np.mean([s[0].mean() for s in small])) and lo < est < hi
+    _, lo2, hi2 = paired_bootstrap(large, draws=800)
+    assert (hi2 - lo2) < (hi - lo) / 2.5  # 16x the clips: about a quarter of the width
+    assert paired_bootstrap([[np.zeros(50)]] * 3) == (0.0, 0.0, 0.0)  # identical models: no difference, no noise
+
+
+def test_paired_bootstrap_refuses_seeds_scored_on_different_clips():
+    from sonar_ray.eval.metrics import paired_bootstrap
+
+    with pytest.raises(ValueError, match="same non-empty test clips"):
+        paired_bootstrap([[np.zeros(10)], [np.zeros(12)]])
+
+
+def test_verdicts_follow_the_interval():
+    from sonar_ray.eval.metrics import verdict
+
+    assert verdict((0.1, 0.02, 0.2)) == "holds"
+    assert verdict((-0.1, -0.2, -0.01)) == "fails"
+    assert verdict((0.01, -0.02, 0.05)) == "undecided"

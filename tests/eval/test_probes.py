@@ -46,6 +46,14 @@ def test_probe_reaches_the_bayes_accuracy(sep):
     assert (result.n_train, result.n_valid, result.n_test) == (400, 400, 1600)
 
 
+def test_per_clip_outcomes_are_the_test_predictions_in_split_order():
+    data = gaussian_task(n_per_class=60, sep=1.5, seed=2)
+    result = fit_probe(data)
+    assert len(result.test_correct) == len(data.y_test) and set(result.test_correct) <= {0, 1}
+    assert np.isclose(np.mean(result.test_correct), result.accuracy)
+    assert fit_probe(data, ProbeConfig(repeats=2)).test_correct is None  # resampled fits: no single outcome
+
+
 def test_inseparable_classes_stay_at_chance():
     result = fit_probe(gaussian_task(n_per_class=200, sep=0.0))
     assert 0.44 <= result.accuracy <= 0.56
