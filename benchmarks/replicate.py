@@ -3,7 +3,7 @@ DCPT forgets, retraining from scratch costs ~10x more. Every model is trained by
 the jobs run (`pretrain(cfg)`, `adapt(cfg)`, in-process on one Ray) and scored by the library's frozen
 linear-probe protocol (sonar_ray.eval).
 
-    python benchmarks/replicate.py --config benchmarks/replicate_configs/demo.yaml   # ~1.5 h, 2 CPU cores
+    python benchmarks/replicate.py --config benchmarks/replicate_configs/demo.yaml   # round 2, 2 CPU cores
     python benchmarks/replicate.py --smoke                                           # minutes (CI)
     python benchmarks/replicate.py --config benchmarks/replicate_configs/cluster.yaml --ray-address auto
 
@@ -16,10 +16,12 @@ Pipeline (each step skipped when its outputs exist, so an interrupted run contin
    single-domain run of the same method and seed;
 5. evaluation: every model on every probe task; `eval_split: valid` scores on the valid split (with a
    quarter of train choosing L2) for protocol design, `test` is the final table;
-6. report: results-<split>.json under `work`, a Markdown page and PNG plots (`page`).
+6. report: results-<split>.json under `work`, a Markdown page and PNG plots (`page`); every claim of
+   benchmarks/replication/claims.py decided from paired intervals over test clips and seeds.
 
 The pieces: benchmarks/replication/protocol.py (config, arms, the plan of typed run configs),
-runner.py (training and evaluation, resumable), report.py (tables, claims, plots, page).
+runner.py (training, evaluation and distance from the base, resumable), claims.py (decision rules and
+verdicts), report.py (tables, plots, page).
 """
 
 from __future__ import annotations
