@@ -42,7 +42,7 @@ class ReplicateConfig:
     work: str = field(default="outputs/replicate", metadata={"help": "runs, embeddings cache and results JSON"})
     page: str = field(default="docs/results.md", metadata={"help": "Markdown results page (PNGs go to <page stem>/)"})
     corpus: str | None = field(default=None, metadata={"help": "corpus root (default: generate the demo corpus under work)"})
-    corpus_scale: str = field(default="demo", metadata={"help": "scale of the generated corpus: tiny | demo | large"})
+    corpus_scale: str = field(default="demo", metadata={"help": "scale of the generated corpus: tiny | demo | replicate | large"})
     base: str | None = field(default=None, metadata={"help": "existing base model.pt (tokenizer.pt beside it); default: pre-train one"})
     # --- base / from-scratch pre-training (sonar_ray.train.pretrain)
     preset: str = field(default="small", metadata={"help": "BEATs preset of pre-trained models"})
