@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.replication import claims
-from benchmarks.replication.protocol import METHODS, REFERENCES, SCRATCH, ReplicateConfig
+from benchmarks.replication.protocol import ARMS, REFERENCES, SCRATCH, TUNED, ReplicateConfig
 from sonar_ray import storage
 from sonar_ray.config import to_dict
 
@@ -33,7 +33,7 @@ def single_domain(runs: dict, scores: dict[str, dict[str, float]], task_domain: 
 
     prior_tasks = sorted(t for t, d in task_domain.items() if d == "prior")
     out = {}
-    for method in [*METHODS, SCRATCH]:
+    for method in ARMS:
         ids = sorted(i for i in runs if i.startswith(f"{method}/{domain}-s") and i in scores)
         if not ids:
             continue
@@ -289,7 +289,7 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, 
     single = {d: single_domain(runs, scores, task_domain, d) for d in cfg.domains}
     per_task = table.drop(columns="key").to_dict(orient="records")
     outcomes, seeds = claims.Outcomes(per_task), [*cfg.seeds, *cfg.extra_seeds]
-    methods = [m for m in [*METHODS, SCRATCH] if m in cfg.methods]
+    methods = [m for m in ARMS if m in cfg.methods or (m == TUNED and cfg.tuned)]
     streams = sequential(runs, scores, task_domain, cfg)
     results = {"meta": {"command": command, "revision": _revision(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "config": to_dict(cfg)},
