@@ -42,9 +42,13 @@ class Outcomes:
                     for r in per_task if r.get("test_correct") is not None}
         self.task_domain = {f"{r['domain']}/{r['task']}": r["domain"] for r in per_task}
 
+    def per_clip(self, task: str) -> bool:
+        """Whether the task has per-clip outcomes (single-label; multi-label mAP has none)."""
+        return ("base", task) in self._by
+
     def tasks(self, domain: str) -> list[str]:
-        """The domain's single-label tasks (multi-label mAP has no per-clip outcome)."""
-        return sorted(t for t, d in self.task_domain.items() if d == domain and ("base", t) in self._by)
+        """The domain's tasks with per-clip outcomes."""
+        return sorted(t for t, d in self.task_domain.items() if d == domain and self.per_clip(t))
 
     def has(self, run_id: str) -> bool:
         return any(m == run_id for m, _ in self._by)
@@ -103,6 +107,36 @@ def intervals(out: Outcomes, runs: dict, domain: str, methods: list[str], seeds:
                 row[f"info_gain_{src}"] = (float(np.mean([b for b, _ in pairs])), float(np.mean([a for _, a in pairs])))
         table[m] = row
     return table
+
+
+def stream_intervals(out: Outcomes, streams: dict[int, list[str]], tasks: list[str], draws: int) -> dict:
+    """Paired 95 % intervals of one stream method over its seeds ({seed: run id of each stage}), each
+    resampling the test clips (the same for every seed) and the seeds:
+    `R`[i][j]: accuracy on task j after stage i; `change`[i][j]: that minus the base's on the same clips;
+    `prior_change`[i]: the same on the prior tasks; `backward_transfer`: mean over j < T of the final
+    model minus the model just after stage j, on task j. None where a task has no per-clip outcome."""
+    seeds = sorted(streams)
+    stages = len(streams[seeds[0]])
+    prior = out.tasks("prior")
+
+    def iv(per_seed) -> tuple[float, float, float] | None:
+        per_clip = [per_seed(s) for s in seeds]
+        return paired_bootstrap(per_clip, draws=draws) if per_clip and per_clip[0] else None
+
+    def cell(i: int, t: str, minus_base: bool):
+        if not out.per_clip(t):
+            return None
+        return iv(lambda s: [out.correct(streams[s][i], t) - (out.correct("base", t) if minus_base else 0)])
+
+    result = {"R": [[cell(i, t, False) for t in tasks] for i in range(stages)],
+              "change": [[cell(i, t, True) for t in tasks] for i in range(stages)],
+              "prior_change": [iv(lambda s, i=i: [out.correct(streams[s][i], t) - out.correct("base", t) for t in prior])
+                               for i in range(stages)]}
+    earlier = [(j, t) for j, t in enumerate(tasks[:stages - 1]) if out.per_clip(t)]
+    if earlier:
+        result["backward_transfer"] = iv(lambda s: [out.correct(streams[s][-1], t) - out.correct(streams[s][j], t)
+                                                    for j, t in earlier])
+    return result
 
 
 def decide(out: Outcomes, runs: dict, domain: str, seeds: list[int], draws: int) -> list[dict]:

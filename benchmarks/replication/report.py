@@ -53,6 +53,11 @@ def single_domain(runs: dict, scores: dict[str, dict[str, float]], task_domain: 
     return out
 
 
+def stream_ids(cfg: ReplicateConfig, method: str, seed: int) -> list[str]:
+    """Run ids of a stream's stages; stage 0 is the single-domain run of the same method and seed."""
+    return [f"{method}/{d}-s{seed}" if i == 0 else f"seq-{method}-s{seed}/{i}-{d}" for i, d in enumerate(cfg.sequence)]
+
+
 def sequential(runs: dict, scores: dict, task_domain: dict, cfg: ReplicateConfig) -> dict:
     """Per stream (method, seed): R[i, j] over the stream's tasks, BWT, forgetting per stage, prior score."""
     from sonar_ray.eval import metrics as M
@@ -62,8 +67,7 @@ def sequential(runs: dict, scores: dict, task_domain: dict, cfg: ReplicateConfig
     out = {}
     for method in cfg.sequence_methods:
         for seed in cfg.sequence_seeds:
-            ids = [f"{method}/{d}-s{seed}" if i == 0 else f"seq-{method}-s{seed}/{i}-{d}"
-                   for i, d in enumerate(cfg.sequence)]
+            ids = stream_ids(cfg, method, seed)
             if not ids or not all(i in scores for i in ids):
                 continue
             R = np.array([[scores[i][t] for t in tasks] for i in ids])
@@ -77,8 +81,9 @@ def sequential(runs: dict, scores: dict, task_domain: dict, cfg: ReplicateConfig
     return out
 
 
-def sequential_by_method(streams: dict, cfg: ReplicateConfig) -> dict:
-    """Per stream method: mean and sample std over its finished seeds of R, its summaries and the prior score."""
+def sequential_by_method(streams: dict, cfg: ReplicateConfig, outcomes: claims.Outcomes) -> dict:
+    """Per stream method: mean and sample std over its finished seeds of R, its summaries and the prior
+    score, and paired 95 % intervals over test clips and seeds (claims.stream_intervals)."""
     out = {}
     for method in cfg.sequence_methods:
         seeds = [s for s in cfg.sequence_seeds if f"{method}-s{s}" in streams]
@@ -94,8 +99,17 @@ def sequential_by_method(streams: dict, cfg: ReplicateConfig) -> dict:
         for key in ("prior_per_stage", "forgetting_per_stage"):  # per stage: mean/std over seeds
             if key in runs[0]:
                 agg[key] = [_mean_std(stage) for stage in zip(*(r[key] for r in runs))]
+        agg["intervals"] = claims.stream_intervals(outcomes, {s: stream_ids(cfg, method, s) for s in seeds},
+                                                   agg["tasks"], cfg.bootstrap_draws)
         out[method] = agg
     return out
+
+
+def _iv(v: tuple | None, signed: bool = True) -> str:
+    if v is None:
+        return "–"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f"{f.format(v[0])} [{f.format(v[1])}, {f.format(v[2])}]"
 
 
 def _pm(v: tuple, signed: bool = False) -> str:
@@ -150,17 +164,17 @@ def _plots(results: dict, fig_dir: Path) -> dict[str, str]:
         fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods) + 1.5, 4.2), squeeze=False, sharey=True)
         for k, (ax, (method, s)) in enumerate(zip(axes[0], methods.items())):
             R = np.array([s["base_scores"], *s["R_mean"]])  # first row: the base model, before the stream
-            std = np.array([np.full(len(s["base_scores"]), np.nan), *s["R_std"]])
+            ivs = [[None] * len(s["base_scores"]), *s["intervals"]["R"]]
             im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
             for i in range(R.shape[0]):
                 for j in range(R.shape[1]):
-                    text = f"{R[i, j]:.2f}" + ("" if np.isnan(std[i, j]) else f"\n±{std[i, j]:.2f}")
-                    ax.text(j, i, text, ha="center", va="center", color="w" if R[i, j] < 0.6 else "k", fontsize=7)
+                    text = f"{R[i, j]:.2f}" + ("" if ivs[i][j] is None else f"\n[{ivs[i][j][1]:.2f}, {ivs[i][j][2]:.2f}]")
+                    ax.text(j, i, text, ha="center", va="center", color="w" if R[i, j] < 0.6 else "k", fontsize=6)
             ax.axhline(0.5, color="w", lw=2)
             ax.set_xticks(range(len(s["tasks"])), s["tasks"], rotation=30, ha="right", fontsize=7)
             if k == 0:
                 ax.set_yticks(range(R.shape[0]), ["base", *(f"after {t.split('/')[0]}" for t in s["tasks"])], fontsize=7)
-            ax.set_title(f"R[i, j]: {method}, mean ± std over seeds {','.join(map(str, s['seeds']))}", fontsize=9)
+            ax.set_title(f"R[i, j]: {method}, mean [95 % interval], seeds {','.join(map(str, s['seeds']))}", fontsize=9)
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
         made["sequential"] = _save(fig, fig_dir / "sequential-R.png")
     return made
@@ -231,11 +245,18 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
         lines += [_md(["stream", "avg. accuracy (final)", "BWT", "forgetting after stage 1..T-1",
                        "prior-task score: base → each stage"], rows), ""]
         for method, s in results["sequential_by_method"].items():
-            lines += [f"R[i, j] for {method}, mean ± std over seeds {','.join(map(str, s['seeds']))} "
-                      "(row: after stage i; base row first):", "",
+            ivs, after = s["intervals"], [t.split("/")[0] for t in s["tasks"]]
+            lines += [f"R[i, j] for {method} (row: after stage i; base row first), mean over seeds "
+                      f"{','.join(map(str, s['seeds']))} [paired 95 % interval, test clips and seeds resampled]; "
+                      "then the change from the base on the same clips, and on the prior tasks:", "",
                       _md(["after", *s["tasks"]], [["base", *(f"{v:.3f}" for v in s["base_scores"])]] +
-                          [[s["tasks"][i].split("/")[0], *(_pm((m, sd, len(s["seeds"]))) for m, sd in zip(row, srow))]
-                           for i, (row, srow) in enumerate(zip(s["R_mean"], s["R_std"]))]), ""]
+                          [[a, *(_iv(v, signed=False) for v in row)] for a, row in zip(after, ivs["R"])]), "",
+                      _md(["change vs base, after", *s["tasks"], "prior tasks"],
+                          [[a, *(_iv(v) for v in row), _iv(p)]
+                           for a, row, p in zip(after, ivs["change"], ivs["prior_change"])]), ""]
+            if "backward_transfer" in ivs:
+                lines += [f"Backward transfer of {method} (final model − the model just after each earlier stage, "
+                          f"on that stage's task): {_iv(ivs['backward_transfer'])}.", ""]
         lines += [f"![accuracy matrices]({rel['sequential']})", ""]
     return "\n".join(lines)
 
@@ -297,7 +318,7 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, 
                "rules": claims.RULES,
                "checks": {d: claims.decide(outcomes, runs, d, seeds, cfg.bootstrap_draws) for d in single},
                "intervals": {d: claims.intervals(outcomes, runs, d, methods, seeds, cfg.bootstrap_draws) for d in single},
-               "sequential": streams, "sequential_by_method": sequential_by_method(streams, cfg),
+               "sequential": streams, "sequential_by_method": sequential_by_method(streams, cfg, outcomes),
                "runs": runs, "missing": missing,
                "per_task": per_task}
     storage.write_bytes_atomic(storage.join(cfg.work, f"results-{cfg.eval_split}.json"),

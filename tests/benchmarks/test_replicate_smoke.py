@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import replicate
@@ -46,6 +47,9 @@ def test_smoke_pipeline_writes_page_plots_json_and_resumes(tiny_corpus, tiny_bas
     assert set(results["sequential_by_method"]) == {"sonar", "dcpt"}
     for method, agg in results["sequential_by_method"].items():  # one seed: the mean is that seed's stream
         assert agg["seeds"] == [0] and agg["R_mean"] == results["sequential"][f"{method}-s0"]["R"]
+        R = agg["intervals"]["R"]  # paired intervals: one seed, so only the test clips are resampled
+        assert all(lo <= est <= hi for row in R for est, lo, hi in row)
+        assert np.allclose([[est for est, _, _ in row] for row in R], agg["R_mean"])
     runs = sorted(p.parent.relative_to(work / "runs").as_posix() for p in (work / "runs").rglob("run.json"))
     assert runs == ["dcpt/speech-s0", "seq-dcpt-s0/1-music", "seq-sonar-s0/1-music", "sonar/speech-s0",
                     "sonar_no_model_distill/speech-s0"]

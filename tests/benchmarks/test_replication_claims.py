@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.replication.claims import Outcomes, decide, intervals
+from benchmarks.replication.claims import Outcomes, decide, intervals, stream_intervals
 
 N = 400
 
@@ -65,3 +65,26 @@ def test_intervals_per_method_pair_each_seed_with_the_base_and_the_control():
     assert np.isclose(table["dcpt"]["forgetting"][0], 0.25) and np.isclose(table["dcpt"]["forgetting_vs_control"][0], 0.2)
     assert "forgetting_vs_control" not in table["dcpt_prior"]  # the control against itself says nothing
     assert np.isclose(table["sonar"]["cka_distance_new"], np.mean([0.2 + 0.005 * s for s in range(3)]))
+
+
+def test_stream_intervals_are_paired_accuracies_changes_and_backward_transfer():
+    tasks = ["speech/word", "music/instrument"]
+
+    def rows(model: str, word: int, instrument: int, prior: int) -> list[dict]:
+        return [{"model": model, "domain": "speech", "task": "word", "test_correct": _hits(word)},
+                {"model": model, "domain": "music", "task": "instrument", "test_correct": _hits(instrument)},
+                {"model": model, "domain": "prior", "task": "event", "test_correct": _hits(prior)}]
+
+    found = rows("base", 200, 100, 300)
+    streams = {}
+    for s in range(3):
+        streams[s] = [f"sonar/speech-s{s}", f"seq-sonar-s{s}/1-music"]
+        found += rows(streams[s][0], 300, 120, 290) + rows(streams[s][1], 250, 320, 280)
+    iv = stream_intervals(Outcomes(found), streams, tasks, draws=500)
+    assert np.isclose(iv["R"][0][0][0], 300 / N) and np.isclose(iv["R"][1][1][0], 320 / N)
+    assert np.isclose(iv["change"][1][1][0], (320 - 100) / N)
+    assert np.isclose(iv["prior_change"][1][0], (280 - 300) / N)
+    assert np.isclose(iv["backward_transfer"][0], (250 - 300) / N)  # the speech task after the music stage
+    for row in iv["R"]:
+        for est, lo, hi in row:
+            assert lo <= est <= hi and hi - lo < 0.15
