@@ -11,7 +11,9 @@ Pipeline (each step skipped when its outputs exist, so an interrupted run contin
 1. corpus: the demo corpus of `corpus_scale` under `work` (or `--corpus`);
 2. base: pre-training on the prior domain (or `--base`: an existing, e.g. official, checkpoint);
 3. single-domain table: per domain in `domains`, per seed: every method of `methods` (DCPT, SONAR,
-   SONAR ablations) adapted from the base, and `scratch` (pre-training on prior + new);
+   SONAR ablations) adapted from the base, and `scratch` (pre-training on prior + new); with `tuned`
+   (a tuning/sweep.py recommended.json), also `sonar_tuned`: sonar with the sweep's knobs, the confirmation
+   on test of what the sweep chose on valid;
 4. sequential stream: `sequence` adapted in order with each of `sequence_methods`; stage 0 is the
    single-domain run of the same method and seed;
 5. evaluation: every model on every probe task; `eval_split: valid` scores on the valid split (with a

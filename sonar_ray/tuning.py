@@ -18,7 +18,9 @@ from sonar_ray.train.config import TrainConfig
 
 # What a trial reports to Tune at each rung (besides rung and steps).
 REPORTED = ("adaptability", "forgetting", "objective", "adaptability_base", "adaptability_gain",
-            "forgetting_relative", "prior_base", "prior_adapted")
+            "forgetting_relative", "prior_base", "prior_adapted",
+            # paired 95 % intervals over the scored clips (one seed: the trial's)
+            "adaptability_gain_lo", "adaptability_gain_hi", "forgetting_lo", "forgetting_hi")
 
 
 def rung_steps(max_steps: int, rungs: int) -> list[int]:

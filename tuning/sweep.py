@@ -10,8 +10,9 @@ the base run every trial starts from. A trial (`sonar_ray.tuning.run_trial`, the
 `sonar_ray.train.adapt.adapt`) is that run with the sampled knobs, one adaptation paused
 at each of `rungs` points (max_steps * r / rungs steps; `--stop-after`, so rung r+1 continues rung r's
 run and a trial that completes costs exactly one run of max_steps), evaluated with linear probes at each
-pause and reported to Tune as `objective = adaptability - alpha * forgetting`. OptunaSearch (TPE)
-proposes knobs, ASHA stops trials whose objective is poor at an early rung. After the search:
+pause (on the probe manifest's valid split, `--eval-split`: selection never reads test) and reported to
+Tune as `objective = adaptability - alpha * forgetting`, with 95 % intervals over the scored clips.
+OptunaSearch (TPE) proposes knobs, ASHA stops trials whose objective is poor at an early rung. After the search:
 trials.csv / trials.md (every trial), pareto.csv (completed trials nobody beats on both adaptability
 and forgetting), pareto.png, and recommended.json (the completed trial with the best objective, as a
 jobs/adapt.py --config file).
@@ -32,6 +33,7 @@ from sonar_ray import storage
 from sonar_ray.cluster import init_ray
 from sonar_ray.config import parse_cli, to_dict
 from sonar_ray.data.config import POLICIES
+from sonar_ray.eval.tasks import EVAL_SPLITS
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.tuning import REPORTED, rung_steps, run_trial
 
@@ -53,6 +55,9 @@ class SweepConfig:
     lambda_model: list[float] = field(default_factory=lambda: [0.0, 2.0], metadata={"help": "search range [low, high]"})
     codebook_grow: list[int] = field(default_factory=list, metadata={"help": "choices to search (none: the base run's value)"})
     replay_policy: list[str] = field(default_factory=list, metadata={"help": "choices to search", "choices": POLICIES})
+    eval_split: str = field(default="valid", metadata={
+        "help": "probe split trials are scored on: valid (selection) | test (final numbers only: never tune on it)",
+        "choices": EVAL_SPLITS})
     cpus_per_trial: float = field(default=0.5, metadata={"help": "CPUs of a trial's own process (evaluation); Train workers reserve theirs"})
     max_concurrent_trials: int = field(default=1, metadata={"help": "trials running at once"})
     seed: int = field(default=0, metadata={"help": "seed of the search algorithm"})
@@ -93,6 +98,12 @@ def smoke_inputs() -> list[str]:
                                                   tokenizer_codes=64, batch_size=4, clip_seconds=1.0, num_workers=1,
                                                   wandb=False, gates=False), name="base-tiny-smoke")
     return ["--data", corpus, "--prior", corpus, "--probes", corpus, "--base", base]
+
+
+def base_config(cfg: SweepConfig, adapt_argv: list[str]) -> TrainConfig:
+    """Every trial's base run: the adapt flags, evaluated (trials are scored) on the sweep's split (which
+    wins over the adapt flags' default)."""
+    return replace(parse_cli(TrainConfig, adapt_argv), evaluate=True, eval_split=cfg.eval_split)
 
 
 def search_space(cfg: SweepConfig) -> dict:
@@ -136,13 +147,13 @@ def build_tuner(cfg: SweepConfig, base: TrainConfig):
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=cfg.output))
 
 
-def trials_table(results, rungs: int) -> pd.DataFrame:
-    """One row per trial: knobs, status (complete | stopped | error), metrics of its last rung."""
+def trials_table(results, rungs: int, split: str) -> pd.DataFrame:
+    """One row per trial: knobs, status (complete | stopped | error), the probe split scored, metrics of its last rung."""
     rows = []
     for r in results:
         m = r.metrics or {}
         status = "error" if r.error else ("complete" if m.get("rung") == rungs else "stopped")
-        rows.append({"trial": r.path.rstrip("/").rsplit("/", 1)[-1], "status": status, **r.config,
+        rows.append({"trial": r.path.rstrip("/").rsplit("/", 1)[-1], "status": status, **r.config, "eval_split": split,
                      **{k: m.get(k, float("nan")) for k in ("rung", "steps", *REPORTED)}})
     return pd.DataFrame(rows).sort_values(["objective", "trial"], ascending=[False, True], na_position="last",
                                           ignore_index=True)
@@ -155,7 +166,19 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
     return df[keep].sort_values(["forgetting", "trial"], ignore_index=True)
 
 
-def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: float) -> bytes:
+def _interval_bars(ax, rows: pd.DataFrame, color: str, label: str | None = None) -> None:
+    """Error bars of each trial's 95 % clip intervals: forgetting's, and the adaptability gain's shifted onto
+    the adaptability axis (the base's score is the same clips' for every trial); none where NaN."""
+    rows = rows.dropna(subset=["forgetting_lo", "forgetting_hi", "adaptability_gain_lo", "adaptability_gain_hi"])
+    shift = rows["adaptability"] - rows["adaptability_gain"]
+    xerr = [rows["forgetting"] - rows["forgetting_lo"], rows["forgetting_hi"] - rows["forgetting"]]
+    yerr = [rows["adaptability"] - (shift + rows["adaptability_gain_lo"]),
+            shift + rows["adaptability_gain_hi"] - rows["adaptability"]]
+    ax.errorbar(rows["forgetting"], rows["adaptability"], xerr=xerr, yerr=yerr, fmt="none", ecolor=color,
+                alpha=0.4, lw=1, label=label)
+
+
+def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: float, split: str) -> bytes:
     import io
 
     import matplotlib
@@ -165,6 +188,8 @@ def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: flo
 
     done, stopped = table[table["status"] == "complete"], table[table["status"] == "stopped"]
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    _interval_bars(ax, done, "tab:blue", label=f"95 % interval over {split} clips, one seed")
+    _interval_bars(ax, front, "tab:red")
     ax.scatter(stopped["forgetting"], stopped["adaptability"], facecolors="none", edgecolors="0.6",
                label=f"stopped early ({len(stopped)})")
     ax.scatter(done["forgetting"], done["adaptability"], color="tab:blue", alpha=0.6, label=f"completed ({len(done)})")
@@ -175,6 +200,7 @@ def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: flo
     ax.scatter([0.0], [best["adaptability_base"]], marker="s", color="k", label="base model")
     ax.set_xlabel("forgetting (prior tasks, base - adapted; lower is better)")
     ax.set_ylabel("adaptability (new-domain probe score)")
+    ax.set_title(f"{len(table)} trials; bars: 95 % interval over {split} clips, one seed", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: never hides a point
     fig.tight_layout()
@@ -193,10 +219,11 @@ def write_outputs(cfg: SweepConfig, base: TrainConfig, table: pd.DataFrame) -> d
     front = pareto_front(done)
     # Ties: the first in the front's order (least forgetting, then trial id). to_dict: native Python values.
     best = front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]
-    recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False, stop_after=None)
+    recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False, stop_after=None,
+                          eval_split="test")  # chosen on valid; the config a user runs reports test
     files = {"trials.csv": table.to_csv(index=False).encode(), "trials.md": (markdown(table) + "\n").encode(),
              "pareto.csv": front.to_csv(index=False).encode(),
-             "pareto.png": pareto_plot(table, front, best, cfg.alpha),
+             "pareto.png": pareto_plot(table, front, best, cfg.alpha, cfg.eval_split),
              "recommended.json": json.dumps(to_dict(recommended), indent=2, sort_keys=True).encode()}
     for name, data in files.items():
         storage.write_bytes_atomic(storage.join(cfg.output, name), data)
@@ -215,13 +242,13 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.smoke:
         adapt_argv = smoke_inputs() + adapt_argv
     # Every trial is scored by evaluation, so the base run needs its probes (checked here, before any trial).
-    base, _ = inputs.resolve(replace(parse_cli(TrainConfig, adapt_argv), evaluate=True))
+    base, _ = inputs.resolve(base_config(cfg, adapt_argv))
     rung_steps(base.max_steps, cfg.rungs)  # fail early on too few steps
     print(f"[sweep] {cfg.num_samples} trials x {cfg.rungs} rungs (up to {base.max_steps} steps) of {base.method} "
-          f"on {base.domain!r}: {json.dumps(asdict(cfg))}", flush=True)
+          f"on {base.domain!r}, scored on the {cfg.eval_split} split: {json.dumps(asdict(cfg))}", flush=True)
 
     results = build_tuner(cfg, base).fit()
-    table = trials_table(results, cfg.rungs)
+    table = trials_table(results, cfg.rungs, cfg.eval_split)
     out = write_outputs(cfg, base, table)
     print("\n" + markdown(out["pareto"]) + f"\n\n[sweep] recommended trial {out['recommended_trial']}: "
           f"{out['recommended']}  (python jobs/adapt.py --config {out['recommended']} --output DIR)", flush=True)

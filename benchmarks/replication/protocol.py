@@ -31,6 +31,11 @@ METHODS = {
     "sonar_no_codebook": {"method": "sonar", "codebook_reanchor": False, "codebook_grow": 0},
 }
 SCRATCH = "scratch"  # pre-training from random init on prior + new data (the retrain baseline)
+# The confirmation arm: `sonar` with a sweep's recommended knobs (tuning/sweep.py, chosen on valid clips),
+# at the protocol's steps, LR and data; run when `tuned` names the sweep's recommended.json.
+TUNED = "sonar_tuned"
+TUNED_KNOBS = ("replay_ratio", "lambda_tok", "lambda_model", "codebook_grow", "replay_policy")  # what a sweep searches
+ARMS = (*METHODS, TUNED, SCRATCH)  # report order
 REFERENCES = ("random_init", "base")
 
 
@@ -67,6 +72,8 @@ class ReplicateConfig:
     codebook_grow: int = field(default=32, metadata={"help": "SONAR codebook expansion (codes)"})
     adapt_config: str | None = field(default=None, metadata={
         "help": "a jobs/adapt.py --config file (JSON/YAML) of further settings for every adaptation run"})
+    tuned: str | None = field(default=None, metadata={
+        "help": f"a sweep's recommended.json: adds the {TUNED} arm (sonar with its {', '.join(TUNED_KNOBS)}) per seed and domain"})
     # --- sequential stream
     sequence: list[str] = field(default_factory=lambda: ["speech", "music", "bioacoustics", "environmental"],
                                 metadata={"help": "domains in stream order ([] = no stream)"})
@@ -91,6 +98,25 @@ class ReplicateConfig:
                    + sorted(set(self.sequence_methods) - set(METHODS)) + sorted(set(self.extra_seed_methods) - set(METHODS)))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; known: {[*METHODS, SCRATCH]}")
+        if self.tuned:
+            tuned_knobs(self.tuned)  # a missing or unreadable file fails here, not after hours of other runs
+
+
+def tuned_knobs(uri: str) -> dict:
+    """The searched knobs a sweep's recommended.json holds (those of TUNED_KNOBS it has)."""
+    try:
+        recommended = load_file(uri)
+    except Exception as e:  # missing, unreadable or not JSON/YAML: all the same to the user
+        raise ValueError(f"--tuned {uri}: cannot read a sweep's recommended.json ({e})") from e
+    knobs = {k: recommended[k] for k in TUNED_KNOBS if k in recommended} if isinstance(recommended, dict) else {}
+    if not knobs:
+        raise ValueError(f"--tuned {uri}: holds none of {TUNED_KNOBS}; is it a sweep's recommended.json?")
+    return knobs
+
+
+def arm(cfg: ReplicateConfig, method: str) -> dict:
+    """The TrainConfig fields of an arm: METHODS', or for TUNED sonar's with the sweep's knobs on top."""
+    return {**METHODS["sonar"], **tuned_knobs(cfg.tuned)} if method == TUNED else METHODS[method]
 
 
 @dataclass
@@ -132,9 +158,10 @@ def adapt_run(cfg: ReplicateConfig, run_id: str, method: str, seed: int, corpus:
               "clip_seconds": cfg.clip_seconds, "num_workers": cfg.num_workers, "use_gpu": cfg.use_gpu,
               "resume": True, "wandb": False, "ray_address": cfg.ray_address}
     further = load_file(cfg.adapt_config) if cfg.adapt_config else {}
-    sonar = ({} if METHODS[method]["method"] == "dcpt"  # DCPT: no replay, no growth
+    fields = arm(cfg, method)
+    sonar = ({} if fields["method"] == "dcpt"  # DCPT: no replay, no growth
              else {"replay_ratio": cfg.replay_ratio, "codebook_grow": cfg.codebook_grow})
-    return Run(run_id, method, seed, domain, from_dict(TrainConfig, {**common, **further, **sonar, **METHODS[method]}))
+    return Run(run_id, method, seed, domain, from_dict(TrainConfig, {**common, **further, **sonar, **fields}))
 
 
 def base_run(cfg: ReplicateConfig, corpus: str) -> Run:
@@ -159,6 +186,8 @@ def plan(cfg: ReplicateConfig, corpus: str, base_model: str) -> list[Run]:
     runs = []
     for seed in [*cfg.seeds, *cfg.extra_seeds]:
         methods = [m for m in cfg.methods if m != SCRATCH and (seed in cfg.seeds or m in cfg.extra_seed_methods)]
+        if cfg.tuned and seed in cfg.seeds:
+            methods.append(TUNED)
         for domain in cfg.domains:
             runs += [adapt_run(cfg, f"{m}/{domain}-s{seed}", m, seed, corpus, corpus, domain, base_model)
                      for m in methods]
@@ -182,19 +211,7 @@ def plan(cfg: ReplicateConfig, corpus: str, base_model: str) -> list[Run]:
 
 
 def probe_tasks(corpus: str, split: str):
-    """The corpus's probe tasks as the protocol sees them. `test`: the manifest's splits. `valid`
-    (protocol design, test never scored): valid plays test and every 4th train clip of each class
-    chooses L2; the test rows stay in the list (same embedding cache keys) but no probe reads them."""
+    """The corpus's probe tasks as the protocol sees them (`sonar_ray.eval.tasks.load_tasks`'s `split`)."""
     from sonar_ray.eval.tasks import load_tasks
 
-    tasks = load_tasks(corpus)
-    if split == "test":
-        return tasks
-    for task in tasks:
-        rows = task.rows.copy()
-        train = rows["split"] == "train"
-        rank = rows[train].groupby(rows.loc[train, "label"].astype(str)).cumcount()
-        rows["split"] = rows["split"].map({"train": "train", "valid": "test", "test": "held_out"})
-        rows.loc[rank.index[rank.to_numpy() % 4 == 3], "split"] = "valid"
-        task.rows = rows
-    return tasks
+    return load_tasks(corpus, split=split)

@@ -4,7 +4,9 @@ page (only its generated block is rewritten)."""
 
 from __future__ import annotations
 
+import io
 import json
+import posixpath
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.replication import claims
-from benchmarks.replication.protocol import METHODS, REFERENCES, SCRATCH, ReplicateConfig
+from benchmarks.replication.protocol import ARMS, REFERENCES, SCRATCH, TUNED, ReplicateConfig, tuned_knobs
 from sonar_ray import storage
 from sonar_ray.config import to_dict
 
@@ -33,7 +35,7 @@ def single_domain(runs: dict, scores: dict[str, dict[str, float]], task_domain: 
 
     prior_tasks = sorted(t for t, d in task_domain.items() if d == "prior")
     out = {}
-    for method in [*METHODS, SCRATCH]:
+    for method in ARMS:
         ids = sorted(i for i in runs if i.startswith(f"{method}/{domain}-s") and i in scores)
         if not ids:
             continue
@@ -102,6 +104,36 @@ def sequential_by_method(streams: dict, cfg: ReplicateConfig, outcomes: claims.O
         agg["intervals"] = claims.stream_intervals(outcomes, {s: stream_ids(cfg, method, s) for s in seeds},
                                                    agg["tasks"], cfg.bootstrap_draws)
         out[method] = agg
+    return out
+
+
+SWEEP_COLUMNS = ("trial", "replay_ratio", "lambda_tok", "lambda_model", "adaptability", "adaptability_gain",
+                 "adaptability_gain_lo", "adaptability_gain_hi", "forgetting", "forgetting_lo", "forgetting_hi", "objective")
+
+
+def sweep(cfg: ReplicateConfig, outcomes: claims.Outcomes, draws: int) -> dict | None:
+    """The sweep (tuning/sweep.py) whose recommended.json `cfg.tuned` names: its trials, Pareto front and
+    recommended trial (all scored on its split), and the tuned arm against `sonar` on the test clips."""
+    folder = posixpath.dirname(cfg.tuned)
+    if not storage.exists(storage.join(folder, "trials.csv")):
+        return None
+
+    def csv(name: str) -> pd.DataFrame:
+        return pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(folder, name))), dtype={"trial": str})
+
+    trials, front = csv("trials.csv"), csv("pareto.csv")
+    best = front.iloc[int(front["objective"].to_numpy().argmax())]  # tuning/sweep.py's rule: first best in front order
+    out = {"folder": folder, "split": str(trials["eval_split"].iloc[0]), "trials": len(trials),
+           "status": {k: int(v) for k, v in trials["status"].value_counts().items()},
+           "front": front[[c for c in SWEEP_COLUMNS if c in front]].to_dict(orient="records"),
+           "recommended": str(best["trial"]), "knobs": tuned_knobs(cfg.tuned), "vs_sonar": {}}
+    for domain in cfg.domains:
+        ss = [s for s in cfg.seeds if outcomes.has(f"{TUNED}/{domain}-s{s}") and outcomes.has(f"sonar/{domain}-s{s}")]
+        if ss:
+            out["vs_sonar"][domain] = {
+                "seeds": ss,
+                "gain": claims.effect(outcomes, {TUNED: 1, "sonar": -1}, outcomes.tasks(domain), domain, ss, draws),
+                "forgetting": claims.effect(outcomes, {"sonar": 1, TUNED: -1}, outcomes.tasks("prior"), domain, ss, draws)}
     return out
 
 
@@ -230,6 +262,8 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
                        for c in results["checks"][domain]]), ""]
         lines += [f"![adaptability vs forgetting]({rel[f'tradeoff-{domain}']})",
                   f"![compute vs score]({rel[f'compute-{domain}']})", ""]
+    if results.get("sweep"):
+        lines += _sweep_lines(results["sweep"], rel["sweep"])
     if results["sequential"]:
         lines += ["### Sequential stream: " + " → ".join(meta["config"]["sequence"]), ""]
         rows = []
@@ -259,6 +293,33 @@ def render(results: dict, figs: dict[str, str], page: Path) -> str:
                           f"on that stage's task): {_iv(ivs['backward_transfer'])}.", ""]
         lines += [f"![accuracy matrices]({rel['sequential']})", ""]
     return "\n".join(lines)
+
+
+def _sweep_lines(sw: dict, plot: str) -> list[str]:
+    status = ", ".join(f"{n} {k}" for k, n in sorted(sw["status"].items()))
+    knobs = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sw["knobs"].items())
+
+    def ci(r: dict, key: str) -> str:
+        return f"{r[key]:+.3f} [{r[key + '_lo']:+.3f}, {r[key + '_hi']:+.3f}]"
+
+    rows = [[f"**{r['trial']}**" if r["trial"] == sw["recommended"] else r["trial"],
+             *(f"{r[k]:.2f}" for k in ("replay_ratio", "lambda_tok", "lambda_model")),
+             f"{r['adaptability']:.3f}", ci(r, "adaptability_gain"), ci(r, "forgetting"), f"{r['objective']:+.3f}"]
+            for r in sw["front"]]
+    lines = ["### Sweep (`tuning/sweep.py`) and its confirmation", "",
+             f"{sw['trials']} trials ({status}: stopped by ASHA at an early rung), every one scored on the probes' **{sw['split']}** split, never on test. Pareto front "
+             f"of the completed trials (intervals: 95 % over the {sw['split']} clips, one seed per trial); "
+             f"recommended in bold:", "",
+             _md(["trial", "replay ratio", "λ tok", "λ model", "adaptability", "gain vs base", "forgetting",
+                  "objective"], rows), "",
+             f"![sweep Pareto front]({plot})", "",
+             f"Confirmation: the recommended knobs ({knobs}) re-run as `{TUNED}` on the protocol's seeds and scored "
+             f"on **test** (its row in the interval table above)."]
+    for domain, v in sw["vs_sonar"].items():
+        lines += [f"On {domain}, {TUNED} − sonar (library defaults), paired over test clips and seeds "
+                  f"{','.join(map(str, v['seeds']))}: gain {_iv(v['gain'])}, forgetting {_iv(v['forgetting'])} "
+                  "(descriptive; no rule was stated for it)."]
+    return lines + [""]
 
 
 def _interval_lines(table: dict, domain: str) -> list[str]:
@@ -310,7 +371,7 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, 
     single = {d: single_domain(runs, scores, task_domain, d) for d in cfg.domains}
     per_task = table.drop(columns="key").to_dict(orient="records")
     outcomes, seeds = claims.Outcomes(per_task), [*cfg.seeds, *cfg.extra_seeds]
-    methods = [m for m in [*METHODS, SCRATCH] if m in cfg.methods]
+    methods = [m for m in ARMS if m in cfg.methods or (m == TUNED and cfg.tuned)]
     streams = sequential(runs, scores, task_domain, cfg)
     results = {"meta": {"command": command, "revision": _revision(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "config": to_dict(cfg)},
@@ -319,11 +380,15 @@ def report(cfg: ReplicateConfig, runs: dict, table: pd.DataFrame, command: str, 
                "checks": {d: claims.decide(outcomes, runs, d, seeds, cfg.bootstrap_draws) for d in single},
                "intervals": {d: claims.intervals(outcomes, runs, d, methods, seeds, cfg.bootstrap_draws) for d in single},
                "sequential": streams, "sequential_by_method": sequential_by_method(streams, cfg, outcomes),
+               "sweep": sweep(cfg, outcomes, cfg.bootstrap_draws) if cfg.tuned else None,
                "runs": runs, "missing": missing,
                "per_task": per_task}
     storage.write_bytes_atomic(storage.join(cfg.work, f"results-{cfg.eval_split}.json"),
                                json.dumps(results, indent=2, default=float).encode())
     page = Path(cfg.page).resolve()
     figs = _plots(results, page.parent / page.stem)
+    if results["sweep"]:  # the sweep's own Pareto plot, beside the page's others
+        figs["sweep"] = str(page.parent / page.stem / "sweep-pareto.png")
+        Path(figs["sweep"]).write_bytes(storage.read_bytes(storage.join(results["sweep"]["folder"], "pareto.png")))
     write_page(page, render(results, figs, page))
     return results

@@ -15,7 +15,7 @@ from sonar_ray import progress
 from sonar_ray.eval.cache import DEFAULT_CACHE_DIR, EmbeddingCache, cache_key, checkpoint_digest
 from sonar_ray.data.pool import EmbedPool
 from sonar_ray.eval.embeddings import EmbeddingSpec, embed_clips
-from sonar_ray.eval.metrics import adaptation_summary
+from sonar_ray.eval.metrics import adaptation_summary, paired_bootstrap
 from sonar_ray.eval.probes import ProbeConfig, fit_probe
 from sonar_ray.eval.tasks import ProbeTask, load_tasks, probe_data
 
@@ -76,22 +76,39 @@ def task_scores(table: pd.DataFrame, model: str) -> tuple[dict[str, float], dict
 def compare(base_ckpt: str, adapted_ckpt: str, corpus_root: str, domain: str, *, tasks: list[str] | None = None,
             spec: EmbeddingSpec | None = None, probe: ProbeConfig | None = None,
             cache_dir: str = DEFAULT_CACHE_DIR, pool: EmbedPool | None = None, prior_domain: str = "prior",
-            other_domains: bool = False) -> dict:
+            other_domains: bool = False, split: str = "test", draws: int = 1000) -> dict:
     """Adaptability and forgetting of `adapted_ckpt` against `base_ckpt` on the corpus's probe tasks.
 
     Returns `metrics.adaptation_summary` (adaptability, adaptability_base, adaptability_gain,
-    forgetting, forgetting_relative, prior_base, prior_adapted, other_domains, other_domains_mean)
-    plus `per_task`: the evaluation table's rows for both models ("base", "adapted"). `tasks`
+    forgetting, forgetting_relative, prior_base, prior_adapted, other_domains, other_domains_mean),
+    `split` (what was scored) and `per_task`: the evaluation table's rows for both models ("base",
+    "adapted"), with per-clip `test_correct`. `tasks`
     ("domain" or "domain/task") defaults to the new domain's and the prior domain's tasks, all that
     adaptability and forgetting need; `other_domains` adds every other domain's (generality, at the cost
     of embedding their clips with both models: half the demo's evaluation time). Given `tasks` must
-    include the prior-domain ones.
+    include the prior-domain ones. `split`: the split scored (`load_tasks`; `valid` to choose settings).
+    Adds paired 95 % intervals over the scored clips (`draws` bootstrap draws), `adaptability_gain_lo/hi`
+    and `forgetting_lo/hi`, on the single-label tasks (NaN when there are none).
     """
     if tasks is None and not other_domains:
         tasks = [domain, prior_domain]
-    table = evaluate_models({"base": base_ckpt, "adapted": adapted_ckpt}, load_tasks(corpus_root, tasks),
-                            spec, probe, cache_dir, pool)
+    table = evaluate_models({"base": base_ckpt, "adapted": adapted_ckpt}, load_tasks(corpus_root, tasks, split=split),
+                            spec, probe, cache_dir, pool, per_clip=True)
     base, task_domain = task_scores(table, "base")
     adapted, _ = task_scores(table, "adapted")
     summary = adaptation_summary(base, adapted, task_domain, domain, prior_domain)
-    return {**summary, "per_task": table.to_dict(orient="records")}
+    for name, (d, sign) in {"adaptability_gain": (domain, 1), "forgetting": (prior_domain, -1)}.items():
+        _, summary[f"{name}_lo"], summary[f"{name}_hi"] = paired_interval(table, d, sign, draws)
+    return {**summary, "split": split, "per_task": table.to_dict(orient="records")}
+
+
+def paired_interval(table: pd.DataFrame, domain: str, sign: int, draws: int) -> tuple[float, float, float]:
+    """Estimate and 95 % interval of sign * (adapted − base), the mean over `domain`'s single-label tasks
+    of the per-clip difference in correctness (clips resampled, paired); NaNs without such tasks."""
+    rows = table[(table["domain"] == domain) & table["test_correct"].notna()]
+    per_task = {m: dict(zip(sub["task"], sub["test_correct"])) for m, sub in rows.groupby("model")}
+    shared = sorted(set(per_task.get("base", {})) & set(per_task.get("adapted", {})))
+    if not shared:
+        return float("nan"), float("nan"), float("nan")
+    diff = [sign * (np.asarray(per_task["adapted"][t], float) - np.asarray(per_task["base"][t], float)) for t in shared]
+    return paired_bootstrap([diff], draws=draws)

@@ -16,6 +16,9 @@ from sonar_ray.data.manifest import PROBE_MANIFEST, read_manifest
 from sonar_ray.eval.probes import ProbeData, encode_labels
 
 SPLITS = ("train", "valid", "test")
+# Which split a probe is scored on: `test` for reported numbers; `valid` to choose among models or
+# settings (a sweep, protocol design) without ever reading a test label.
+EVAL_SPLITS = ("test", "valid")
 
 
 @dataclass
@@ -33,8 +36,11 @@ def _selected(domain: str, task: str, select: list[str]) -> bool:
     return not select or domain in select or f"{domain}/{task}" in select
 
 
-def load_tasks(corpus_root: str, select: list[str] | None = None) -> list[ProbeTask]:
-    """Every task in the probe manifest, or those named in `select` ("domain" or "domain/task")."""
+def load_tasks(corpus_root: str, select: list[str] | None = None, split: str = "test") -> list[ProbeTask]:
+    """Every task in the probe manifest, or those named in `select` ("domain" or "domain/task"),
+    scored on `split` (EVAL_SPLITS; see `score_on_valid`)."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {EVAL_SPLITS}")
     select = list(select or [])
     df = read_manifest(storage.join(corpus_root, PROBE_MANIFEST), root=corpus_root)
     missing = {"domain", "task", "label", "split"} - set(df.columns)
@@ -49,7 +55,18 @@ def load_tasks(corpus_root: str, select: list[str] | None = None) -> list[ProbeT
     unknown = [s for s in select if s not in known]
     if unknown:
         raise ValueError(f"--tasks {unknown} match nothing in {corpus_root}; tasks: {sorted(t.key for t in tasks)}")
-    return tasks
+    return [score_on_valid(t) for t in tasks] if split == "valid" else tasks
+
+
+def score_on_valid(task: ProbeTask) -> ProbeTask:
+    """The task with valid playing test and every 4th train clip of each class choosing L2; the test
+    rows stay (same rows, same embedding cache keys) as `held_out`, which no probe reads."""
+    rows = task.rows.copy()
+    train = rows["split"] == "train"
+    rank = rows[train].groupby(rows.loc[train, "label"].astype(str)).cumcount()
+    rows["split"] = rows["split"].map({"train": "train", "valid": "test", "test": "held_out"})
+    rows.loc[rank.index[rank.to_numpy() % 4 == 3], "split"] = "valid"
+    return ProbeTask(task.domain, task.name, rows)
 
 
 def probe_data(task: ProbeTask, embeddings: np.ndarray, usable: np.ndarray) -> ProbeData:

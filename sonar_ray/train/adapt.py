@@ -71,7 +71,7 @@ def adapt(cfg: TrainConfig) -> AdaptResult:
         from sonar_ray.eval.suite import compare
 
         metrics = compare(cfg.base, run.model, cfg.probes, cfg.domain, other_domains=cfg.eval_other_domains,
-                          pool=cfg.embed_pool)
+                          split=cfg.eval_split, pool=cfg.embed_pool)
         metrics.pop("per_task", None)
 
     # --- report
@@ -88,7 +88,7 @@ def summary_table(r: AdaptResult) -> str:
     first, last, m = r.first_metrics, r.final_metrics, r.metrics
     rows = []
     if m:
-        rows += [("probes", "base", "adapted", "change"),
+        rows += [(f"probes ({m.get('split', 'test')} split)", "base", "adapted", "change"),
                  (f"{r.config.domain} (adaptability)", f"{m['adaptability_base']:.3f}", f"{m['adaptability']:.3f}",
                   f"{m['adaptability'] - m['adaptability_base']:+.3f}"),
                  ("prior tasks", f"{m['prior_base']:.3f}", f"{m['prior_adapted']:.3f}",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sonar_ray.config import check_choices
 from sonar_ray.data.config import DataConfig
 from sonar_ray.data.pool import EmbedPool
+from sonar_ray.eval.tasks import EVAL_SPLITS
 
 METHODS = ("sonar", "dcpt", "scratch")
 DISTILL_SCOPES = ("all", "replay", "new")  # which clips of a batch a distillation term applies to
@@ -107,6 +108,9 @@ class TrainConfig:
     wandb: bool = field(default=True, **_help("log to wandb (offline unless WANDB_MODE says otherwise)"))
     wandb_project: str = field(default="sonar-ray", **_help("wandb project"))
     evaluate: bool = field(default=True, **_help("evaluate the adapted model against its base at the end"))
+    eval_split: str = field(default="test", **_help(
+        "probe split the evaluation scores: test (final numbers) | valid (selection: tuning never reads test)",
+        choices=EVAL_SPLITS))
     eval_other_domains: bool = field(default=False, **_help(
         "also probe the probe corpus's other domains (generality); off: the new domain and prior tasks only"))
     embed_pool: EmbedPool = field(default_factory=EmbedPool, **_help(

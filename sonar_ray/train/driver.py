@@ -89,8 +89,9 @@ def ingest_config():
 
 RUN_CONFIG = "run_config.json"
 # Settings --resume may change: they do not alter what the run computes.
-RESUMABLE = ("resume", "demo", "stop_after", "evaluate", "eval_other_domains", "probes", "wandb", "wandb_project",
-             "ray_address", "max_failures", "log_every", "checkpoint_every", "cpus_per_worker", "gpus_per_worker")
+RESUMABLE = ("resume", "demo", "stop_after", "evaluate", "eval_split", "eval_other_domains", "probes", "wandb",
+             "wandb_project", "ray_address", "max_failures", "log_every", "checkpoint_every", "cpus_per_worker",
+             "gpus_per_worker")
 
 
 def ray_storage(uri: str) -> tuple[str, object | None]:

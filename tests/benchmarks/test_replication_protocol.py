@@ -4,12 +4,14 @@ and jobs/pretrain.py parsed to, so finished work folders resume (their run_confi
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmarks.replication.protocol import METHODS, ReplicateConfig, base_run, plan
+from benchmarks.replication.protocol import METHODS, TUNED, ReplicateConfig, base_run, plan
 from sonar_ray.config import parse_cli
 from sonar_ray.train.config import TrainConfig
 from sonar_ray.train.pretrain import PretrainConfig
@@ -86,3 +88,20 @@ def test_the_base_is_the_config_its_old_flags_gave(tmp_path):
 def test_an_unknown_arm_fails_at_parse_time():
     with pytest.raises(ValueError, match="unknown methods"):
         parse_cli(ReplicateConfig, ["--methods", "sonar", "sonar_no_such_thing"])
+
+
+def test_a_sweeps_recommendation_adds_the_tuned_arm_at_the_protocols_steps_and_lr(tmp_path):
+    recommended = tmp_path / "recommended.json"
+    recommended.write_text(json.dumps({"replay_ratio": 0.3, "lambda_tok": 0.25, "replay_policy": "uniform",
+                                       "max_steps": 9999, "lr": 1.0, "eval_split": "valid"}))
+    c = parse_cli(ReplicateConfig, ["--config", SMOKE, "--work", str(tmp_path), "--sequence", "--methods", "sonar",
+                                    "--seeds", "0", "1", "--extra-seeds", "2", "--tuned", str(recommended)])
+    runs = {r.id: r for r in plan(c, "/corpus", "/base/model.pt")}
+    assert [i for i in runs if i.startswith(TUNED)] == [f"{TUNED}/speech-s0", f"{TUNED}/speech-s1"]  # not the extra seed
+    tuned, sonar = runs[f"{TUNED}/speech-s1"].config, runs["sonar/speech-s1"].config
+    assert (tuned.replay_ratio, tuned.lambda_tok, tuned.replay_policy) == (0.3, 0.25, "uniform")
+    # Only the searched knobs come from the file: steps, LR, outputs and the rest are the protocol's sonar arm's.
+    assert replace(tuned, replay_ratio=sonar.replay_ratio, lambda_tok=sonar.lambda_tok, replay_policy=sonar.replay_policy,
+                   output=sonar.output) == sonar
+    with pytest.raises(ValueError, match="--tuned"):
+        parse_cli(ReplicateConfig, ["--config", SMOKE, "--tuned", str(tmp_path / "missing.json")])

@@ -65,6 +65,29 @@ def test_pareto_front_keeps_exactly_the_non_dominated_trials():
     assert list(sweep.pareto_front(df)["trial"]) == ["c", "b", "d", "a"]
 
 
+def test_trials_are_chosen_on_valid_clips_and_the_recommendation_reports_test(tmp_path):
+    """Without a flag the sweep scores the valid split; the written outputs carry each trial's interval,
+    and recommended.json (a jobs/adapt.py config) is back on the test split."""
+    cfg, adapt = sweep.parse_args(["--output", str(tmp_path), "--", "--domain", "music", "--max-steps", "6",
+                                   "--eval-split", "test"])
+    base = sweep.base_config(cfg, adapt)
+    assert cfg.eval_split == "valid" and base.eval_split == "valid"  # the sweep's split wins over the adapt flag
+    table = pd.DataFrame({"trial": ["a", "b", "c"], "status": ["complete", "complete", "stopped"],
+                          "replay_ratio": [0.2, 0.6, 0.4], "lambda_tok": [1.0, 0.5, 0.1], "lambda_model": [1.0, 1.5, 0.2],
+                          "adaptability": [0.65, 0.5, 0.4], "adaptability_base": [0.45] * 3,
+                          "adaptability_gain": [0.2, 0.05, -0.05], "adaptability_gain_lo": [0.05, -0.05, float("nan")],
+                          "adaptability_gain_hi": [0.25, 0.15, float("nan")], "forgetting": [0.1, 0.0, 0.2],
+                          "forgetting_lo": [0.02, -0.08, float("nan")], "forgetting_hi": [0.18, 0.08, float("nan")]})
+    table["objective"] = table["adaptability"] - table["forgetting"]
+    out = sweep.write_outputs(cfg, base, table.assign(eval_split=cfg.eval_split))
+    assert out["recommended_trial"] == "a"  # objective 0.55 vs 0.5
+    assert set(pd.read_csv(tmp_path / "trials.csv")["eval_split"]) == {"valid"}
+    front = pd.read_csv(tmp_path / "pareto.csv")
+    assert {"adaptability_gain_lo", "forgetting_hi"} <= set(front.columns)
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert parse_cli(TrainConfig, ["--config", str(tmp_path / "recommended.json")]).eval_split == "test"
+
+
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
     out = tmp_path / "sweep"
@@ -87,6 +110,9 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
         assert trial_cfg.max_steps == 4 and trial_cfg.stop_after is None
         summary = json.loads((trial / "summary.json").read_text())  # written by the library's adapt(cfg)
         assert summary["steps"] == row.steps and summary["metrics"]["adaptability"] == pytest.approx(row.adaptability)
+        assert trial_cfg.eval_split == "valid" and summary["metrics"]["split"] == "valid"  # never chosen on test
+        assert row.forgetting_lo <= row.forgetting <= row.forgetting_hi
+        assert row.adaptability_gain_lo <= row.adaptability_gain <= row.adaptability_gain_hi
     assert (out / "trials.md").read_text().startswith("| trial | status |")
 
     front = pd.read_csv(out / "pareto.csv", dtype={"trial": str})
@@ -102,6 +128,7 @@ def test_tiny_sweep_end_to_end_and_resume(tiny_corpus, tiny_base, tmp_path):
     assert (recommended.replay_ratio, recommended.lambda_tok, recommended.lambda_model) == pytest.approx(
         (best["replay_ratio"], best["lambda_tok"], best["lambda_model"]))
     assert recommended.max_steps == 4 and recommended.base == tiny_base and recommended.output is None
+    assert recommended.eval_split == "test"
 
     # Same output again: refused without --resume; with it, Tuner.restore finds the finished sweep (no new fits).
     first = json.loads((out / "recommended.json").read_text())
