@@ -59,13 +59,16 @@ def load_tasks(corpus_root: str, select: list[str] | None = None, split: str = "
 
 
 def score_on_valid(task: ProbeTask) -> ProbeTask:
-    """The task with valid playing test and every 4th train clip of each class choosing L2; the test
-    rows stay (same rows, same embedding cache keys) as `held_out`, which no probe reads."""
+    """The task with valid playing test and every 4th train clip of each class choosing L2 (a class with
+    2-3 train clips gives its last one); the test rows stay (same rows, same embedding cache keys) as
+    `held_out`, which no probe reads."""
     rows = task.rows.copy()
     train = rows["split"] == "train"
-    rank = rows[train].groupby(rows.loc[train, "label"].astype(str)).cumcount()
+    by_class = rows[train].groupby(rows.loc[train, "label"].astype(str))
+    rank, size = by_class.cumcount().to_numpy(), by_class["split"].transform("size").to_numpy()
+    choose = (rank % 4 == 3) | ((size >= 2) & (size < 4) & (rank == size - 1))
     rows["split"] = rows["split"].map({"train": "train", "valid": "test", "test": "held_out"})
-    rows.loc[rank.index[rank.to_numpy() % 4 == 3], "split"] = "valid"
+    rows.loc[rows.index[train][choose], "split"] = "valid"
     return ProbeTask(task.domain, task.name, rows)
 
 
