@@ -210,6 +210,12 @@ def pareto_plot(table: pd.DataFrame, front: pd.DataFrame, best: dict, alpha: flo
     return buf.getvalue()
 
 
+def recommended_trial(front: pd.DataFrame) -> dict:
+    """The Pareto trial with the best objective; ties: the first in the front's order (least forgetting,
+    then trial id). to_dict: native Python values."""
+    return front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]
+
+
 def write_outputs(cfg: SweepConfig, base: TrainConfig, table: pd.DataFrame) -> dict:
     from sonar_ray.eval.report import markdown
 
@@ -217,8 +223,7 @@ def write_outputs(cfg: SweepConfig, base: TrainConfig, table: pd.DataFrame) -> d
     if done.empty:
         raise RuntimeError(f"no trial completed; see {storage.join(cfg.output, EXPERIMENT)}:\n{markdown(table)}")
     front = pareto_front(done)
-    # Ties: the first in the front's order (least forgetting, then trial id). to_dict: native Python values.
-    best = front.to_dict(orient="records")[int(front["objective"].to_numpy().argmax())]
+    best = recommended_trial(front)
     recommended = replace(base, **{k: best[k] for k in search_space(cfg)}, output=None, resume=False, stop_after=None,
                           eval_split="test")  # chosen on valid; the config a user runs reports test
     files = {"trials.csv": table.to_csv(index=False).encode(), "trials.md": (markdown(table) + "\n").encode(),
