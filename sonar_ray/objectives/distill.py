@@ -35,7 +35,7 @@ def token_distill_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Ten
     """
     K_t = teacher_logits.shape[-1]
     s, t = student_logits[..., :K_t].float() / temperature, teacher_logits.detach().float() / temperature
-    if codes is not None:
+    if codes is not None and not codes.all():  # all shared (the usual case): nothing to drop, no copy
         if not codes.any():  # every code moved: the teacher has nothing left to say about them
             return s.sum() * 0.0
         s, t = s[..., codes], t[..., codes]  # (B, P, K_shared)

@@ -101,9 +101,12 @@ def compute_losses(cfg: TrainConfig, models: Models, student: nn.Module, batch: 
             loss_model = out["loss"].new_zeros(())
             if model_rows.any():
                 sub = model_rows[taught]  # (b,)
-                loss_model = feature_distill_loss([h[taught][sub] for h in out["layer_results"]],
-                                                  [h[sub] for h in teacher_layers], mask.visible_padding[taught][sub],
-                                                  kind=cfg.distill_kind, layers=cfg.distill_layers)
+                rows = taught[sub]  # (b',) batch rows this term reads
+                # Gather only the distilled layers (each gather is a copy, and its backward a scatter).
+                layers = cfg.distill_layers
+                loss_model = feature_distill_loss([out["layer_results"][i][rows] for i in layers],
+                                                  [teacher_layers[i][sub] for i in layers], mask.visible_padding[rows],
+                                                  kind=cfg.distill_kind, layers=range(len(layers)))
             total = total + cfg.lambda_model * loss_model
             logs["loss_model"] = loss_model.detach()
 

@@ -93,6 +93,24 @@ def test_the_teacher_runs_only_on_the_clips_a_distillation_term_reads(tmp_path):
     assert seen == [2] and logs["loss_tok"].item() == logs["loss_model"].item() == 0.0  # no replayed clip: no teacher pass
 
 
+def test_model_distillation_averages_exactly_the_chosen_layers(tmp_path):
+    cfg, models = _models(tmp_path)
+    with torch.no_grad():  # move the student so every layer's distance is positive and differs
+        for p in models.student.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    models.student.eval()
+
+    def loss_model(layers):
+        c = TrainConfig(method="sonar", mask_ratio=0.75, distill_layers=layers)
+        _, logs, _ = compute_losses(c, models, models.student, _batch(), torch.Generator().manual_seed(0), "cpu")
+        return logs["loss_model"].item()
+
+    first, last = loss_model([0]), loss_model([-1])
+    assert first > 0 and last > 0 and first != pytest.approx(last)
+    assert loss_model([0, -1]) == pytest.approx((first + last) / 2)
+    assert loss_model([-1]) == loss_model([len(models.student.encoder.encoder.layers) - 1])
+
+
 def _labels(models, batch):
     z = models.tokenizer.quantize_input(normalize_fbank(batch["fbank"]), batch["padding_mask"])  # (B, P, d)
     return assign(torch.nn.functional.normalize(z, dim=-1).flatten(0, 1), models.tokenizer.quantize.embedding.weight)[0].view(z.shape[:2])
