@@ -97,6 +97,48 @@ def versus_official(reference_dir: str, seconds: float, batch: int, reps: int) -
     print(f"official BEATs vs ours, 12 x 768, {batch} x {seconds:g} s, CPU fp32 fwd+bwd, min of {reps}: "
           f"official {t_ref:.3f} s, ours {t_ours:.3f} s, ratio {t_ref / t_ours:.2f}x, "
           f"max |diff| {diff.abs().max().item():.1e}", flush=True)
+    # The ceiling any implementation of the same math has on this machine: its matrix products alone
+    # (linear layers, attention, convolutions, forward and backward) at this CPU's best GEMM rate.
+    flops = {name: step_flops(lambda m=m: step(m)) for name, m in (("official", ref), ("ours", ours))}
+    peak = gemm_peak()
+    floor = flops["ours"] / peak
+    print(f"matrix-product floor: official {flops['official'] / 1e9:.1f} / ours {flops['ours'] / 1e9:.1f} GFLOP "
+          f"per step, at this CPU's best fp32 GEMM rate {peak / 1e9:.0f} GFLOP/s = {floor:.3f} s: "
+          f"ratio at most {t_ref / floor:.2f}x if nothing else took time (ours spends {t_ours - floor:.3f} s "
+          f"beyond it, the official code {t_ref - floor:.3f} s)", flush=True)
+
+
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                         output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Each requested gradient of a convolution costs what its forward does. (torch 2.13's own formula
+    ignores `groups` and counts the grouped positional conv's backward 16x.)"""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def step_flops(step) -> float:
+    """FLOPs of the matrix products (mm, bmm, addmm, convolutions, attention) one call of `step` runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False,
+                         custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def gemm_peak(n: int = 2048, reps: int = 5) -> float:
+    """This CPU's fp32 GEMM rate (FLOP/s) at the current thread count: best of `reps` n x n products,
+    larger and squarer than any product of the step, so no layer's GEMM can run faster."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: thread pool, packing buffers
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
 def main() -> None:
